@@ -1,0 +1,39 @@
+import pytest
+import torch
+
+from pa_recon.errors import PAReconError
+from pa_recon.physics import Grid, LinearArray, MeasurementSimulator, noise_sigma
+
+GRID = Grid(nx=10, nz=8, dx=1e-4)
+ARRAY = LinearArray.uniform(8, 1.2e-4, fs=30e6, n_samples=40, center_frequency=5e6, element_width=1e-4)
+
+
+def test_noise_sigma_follows_the_snr_definition_on_clean_data():
+    clean = torch.stack([torch.full((4, 5), 2.0), torch.full((4, 5), -3.0)])
+    sigma = noise_sigma(clean, torch.tensor([20.0, 40.0]))
+    torch.testing.assert_close(sigma, torch.tensor([0.2, 0.03]))
+
+
+def test_simulated_noise_has_the_requested_level_and_is_seeded():
+    sim = MeasurementSimulator(GRID, ARRAY, refine=2, dtype=torch.float64)
+    assert sim.fine_grid == GRID.refined(2)
+    p0 = torch.rand(2, 1, 16, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y1, sigma = sim.simulate(p0, 10.0, torch.Generator().manual_seed(5))
+    y2, _ = sim.simulate(p0, 10.0, torch.Generator().manual_seed(5))
+    assert torch.equal(y1, y2)
+    clean = sim.operator(p0)
+    measured = (y1 - clean).pow(2).mean(dim=(1, 2)).sqrt()
+    torch.testing.assert_close(measured, sigma, rtol=0.1, atol=0)
+    snr = 20 * torch.log10(clean.pow(2).mean(dim=(1, 2)).sqrt() / sigma)
+    torch.testing.assert_close(snr, torch.full((2,), 10.0, dtype=torch.float64))
+
+
+def test_refinement_below_two_is_the_inverse_crime_and_is_refused():
+    with pytest.raises(PAReconError, match="refine"):
+        MeasurementSimulator(GRID, ARRAY, refine=1)
+
+
+def test_coarse_phantom_on_the_fine_simulator_is_rejected():
+    sim = MeasurementSimulator(GRID, ARRAY, refine=2)
+    with pytest.raises(PAReconError, match="p0"):
+        sim.simulate(torch.zeros(1, 1, 8, 10), 20.0)
