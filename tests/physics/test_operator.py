@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from scipy.special import j0, roots_legendre
+from scipy.special import roots_legendre
 
 from pa_recon.errors import PAReconError
+from pa_recon.physics.analytic import gaussian_pressure, gaussian_source
 from pa_recon.physics.geometry import Grid, LinearArray
 from pa_recon.physics.operator import PATOperator, padded_size
 from pa_recon.physics.registry import OPERATORS
@@ -13,21 +14,6 @@ from pa_recon.physics.timestepping import KSpaceTimeStepper
 
 REFERENCE_GRID = Grid(nx=128, nz=128, dx=1e-4)
 REFERENCE_ARRAY = LinearArray.uniform(128, 1e-4, fs=30e6, n_samples=400, sound_speed=1500.0)
-
-
-def gaussian(grid: Grid, xc: float, zc: float, sigma: float) -> np.ndarray:
-    x, z = np.meshgrid(grid.x(), grid.z())
-    return np.exp(-((x - xc) ** 2 + (z - zc) ** 2) / (2 * sigma**2))
-
-
-def gaussian_reference(array: LinearArray, xc: float, zc: float, sigma: float) -> np.ndarray:
-    """p(r, t) = ∫ σ² exp(−σ²k²/2) cos(ckt) J0(kr) k dk by Gauss–Legendre quadrature, (n_el, n_samples)."""
-    r = np.hypot(array.positions() - xc, array.z_array - zc)
-    nodes, weights = roots_legendre(6000)
-    k_max = 12 / sigma
-    k = (nodes + 1) * k_max / 2
-    w = weights * k_max / 2 * sigma**2 * np.exp(-((sigma * k) ** 2) / 2) * k
-    return (j0(np.outer(r, k)) * w) @ np.cos(np.outer(k, array.sound_speed * array.times()))
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +25,9 @@ def reference_operators():
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-6), (torch.float32, 1e-3)])
 def test_matches_semi_analytic_gaussian_solution(reference_operators, xc_px, zc_px, dtype, tol):
     dx, sigma = REFERENCE_GRID.dx, 2 * REFERENCE_GRID.dx
-    p0 = gaussian(REFERENCE_GRID, xc_px * dx, zc_px * dx, sigma)
+    p0 = gaussian_source(REFERENCE_GRID, xc_px * dx, zc_px * dx, sigma)
     y = reference_operators[dtype](torch.as_tensor(p0, dtype=dtype)[None, None])[0].double().numpy()
-    ref = gaussian_reference(REFERENCE_ARRAY, xc_px * dx, zc_px * dx, sigma)
+    ref = gaussian_pressure(REFERENCE_ARRAY, xc_px * dx, zc_px * dx, sigma)
     assert np.linalg.norm(y - ref) / np.linalg.norm(ref) <= tol
 
 
@@ -129,8 +115,10 @@ def test_fine_and_coarse_grids_agree_on_a_smooth_source():
     array = LinearArray.uniform(12, 1.5e-4, fs=30e6, n_samples=80)
     fine = grid.refined(2)
     xc, zc, sigma = 1e-4, 1.4e-3, 2e-4
-    coarse_y = PATOperator(grid, array, dtype=torch.float64)(torch.as_tensor(gaussian(grid, xc, zc, sigma))[None, None])
-    fine_y = PATOperator(fine, array, dtype=torch.float64)(torch.as_tensor(gaussian(fine, xc, zc, sigma))[None, None])
+    coarse_y, fine_y = (
+        PATOperator(g, array, dtype=torch.float64)(torch.as_tensor(gaussian_source(g, xc, zc, sigma))[None, None])
+        for g in (grid, fine)
+    )
     # Pixels are samples of the pressure field, not integrals over the pixel: the same field, the same data.
     assert float((fine_y - coarse_y).norm() / coarse_y.norm()) < 1e-6
 
