@@ -1,0 +1,117 @@
+"""Image-quality metrics, each with its convention stated.
+
+Inputs: numpy arrays or torch tensors of shape ``(H, W)``, ``(B, H, W)`` or ``(B, 1, H, W)``. ``x`` and ``ref``
+must have the same shape after the channel axis is dropped. Outputs: float64 numpy arrays ``(B,)``, one value per
+image (``B = 1`` for an ``(H, W)`` input). All computation is in float64.
+
+Data range. When ``data_range`` is ``None``, PSNR and SSIM use each reference image's own range,
+``ref.max() − ref.min()``. Reconstructions here are in pressure units with no fixed scale, so a fixed range
+would mean nothing; pass ``data_range=1.0`` for images normalised to [0, 1]. A scalar applies to every image,
+an array ``(B,)`` gives one range per image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+
+from pa_recon.errors import PAReconError
+
+ArrayLike = np.ndarray | torch.Tensor
+DataRange = float | np.ndarray | None
+
+#: Wang et al. (2004): Gaussian window σ = 1.5 px, 11 × 11 (radius int(3.5σ + 0.5) = 5, as in scikit-image).
+SSIM_SIGMA = 1.5
+SSIM_WINDOW = 11
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+
+def _as_images(a: object, field: str) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().to(torch.float64).numpy()
+    if not isinstance(a, np.ndarray):
+        raise PAReconError(f"expected a numpy array or torch tensor, got {type(a).__name__}", field=field)
+    a = a.astype(np.float64)
+    if a.ndim == 4 and a.shape[1] == 1:
+        a = a[:, 0]
+    elif a.ndim == 2:
+        a = a[None]
+    if a.ndim != 3:
+        raise PAReconError(f"expected shape (H, W), (B, H, W) or (B, 1, H, W), got {a.shape}", field=field)
+    if not np.all(np.isfinite(a)):
+        raise PAReconError("contains NaN or infinite values", field=field)
+    return a
+
+
+def _pair(x: ArrayLike, ref: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    xa, ra = _as_images(x, "x"), _as_images(ref, "ref")
+    if xa.shape != ra.shape:
+        raise PAReconError(f"image shape {xa.shape} does not match reference shape {ra.shape}", field="x")
+    return xa, ra
+
+
+def _data_range(ref: np.ndarray, data_range: DataRange) -> np.ndarray:
+    if data_range is None:
+        rng = ref.max(axis=(1, 2)) - ref.min(axis=(1, 2))
+        message = "a constant reference image has no data range; pass data_range"
+    else:
+        try:
+            rng = np.broadcast_to(np.asarray(data_range, dtype=np.float64), ref.shape[:1])
+        except ValueError:
+            raise PAReconError(f"expected a scalar or {ref.shape[0]} values", field="data_range") from None
+        message = "must be positive and finite"
+    if not np.all(np.isfinite(rng) & (rng > 0)):
+        raise PAReconError(message, field="data_range")
+    return rng
+
+
+def psnr(x: ArrayLike, ref: ArrayLike, data_range: DataRange = None) -> np.ndarray:
+    """Peak signal-to-noise ratio in dB per image: ``10 log10(R² / mean((x − ref)²))``; ``inf`` when equal."""
+    xa, ra = _pair(x, ref)
+    mse = ((xa - ra) ** 2).mean(axis=(1, 2))
+    with np.errstate(divide="ignore"):
+        return 10 * np.log10(_data_range(ra, data_range) ** 2 / mse)
+
+
+def _gaussian_window() -> np.ndarray:
+    offsets = np.arange(SSIM_WINDOW) - SSIM_WINDOW // 2
+    w = np.exp(-0.5 * (offsets / SSIM_SIGMA) ** 2)
+    return w / w.sum()
+
+
+def _local_mean(a: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Gaussian-weighted mean over each window lying fully inside the image: ``(B, H, W)`` → ``(B, H−10, W−10)``."""
+    a = sliding_window_view(a, w.size, axis=2) @ w
+    return sliding_window_view(a, w.size, axis=1) @ w
+
+
+def ssim(x: ArrayLike, ref: ArrayLike, data_range: DataRange = None) -> np.ndarray:
+    """Mean structural similarity per image (Wang et al. 2004): 11 × 11 Gaussian window, σ = 1.5, K1 = 0.01,
+    K2 = 0.03, population (not sample) local variances, averaged over the windows inside the image.
+
+    Equals ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=R)``. Images must be at least 11 × 11.
+    """
+    xa, ra = _pair(x, ref)
+    if min(xa.shape[1:]) < SSIM_WINDOW:
+        raise PAReconError(f"SSIM needs images of at least {SSIM_WINDOW} × {SSIM_WINDOW}, got {xa.shape[1:]}",
+                           field="x")
+    c1, c2 = ((k * _data_range(ra, data_range))[:, None, None] ** 2 for k in (SSIM_K1, SSIM_K2))
+    w = _gaussian_window()
+    mx, mr = _local_mean(xa, w), _local_mean(ra, w)
+    vx = _local_mean(xa * xa, w) - mx * mx
+    vr = _local_mean(ra * ra, w) - mr * mr
+    cov = _local_mean(xa * ra, w) - mx * mr
+    s = (2 * mx * mr + c1) * (2 * cov + c2) / ((mx * mx + mr * mr + c1) * (vx + vr + c2))
+    return s.mean(axis=(1, 2))
+
+
+def relative_error(x: ArrayLike, ref: ArrayLike) -> np.ndarray:
+    """``‖x − ref‖₂ / ‖ref‖₂`` per image (0 is perfect; 1 is as far as the zero image)."""
+    xa, ra = _pair(x, ref)
+    ref_norm = np.sqrt((ra**2).sum(axis=(1, 2)))
+    if np.any(ref_norm == 0):
+        raise PAReconError("a reference image is all zeros, so the relative error is undefined", field="ref")
+    return np.sqrt(((xa - ra) ** 2).sum(axis=(1, 2))) / ref_norm
