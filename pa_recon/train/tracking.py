@@ -1,0 +1,141 @@
+"""Experiment tracking behind a small interface: MLflow when on, a no-op when ``tracking: false``.
+
+MLflow is imported only when tracking is on, so the trainer runs on machines without it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pa_recon.errors import PAReconError
+
+
+def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mappings to ``{"a.b.c": "value"}`` with string values, as MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_params(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+class Tracker:
+    """Tracking turned off: every call does nothing and ``run_id`` is ``None``."""
+
+    run_id: str | None = None
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Record hyper-parameters (nested mappings are flattened)."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Record scalar metrics at an optimizer step."""
+
+    def log_artifact(self, path: str | os.PathLike[str], folder: str | None = None) -> None:
+        """Copy a local file into the run's artifacts, under ``folder`` if given."""
+
+    def log_model(self, model: nn.Module) -> None:
+        """Log the model with the MLflow PyTorch flavour."""
+
+    def close(self, status: str) -> None:
+        """End the run with an MLflow status: ``FINISHED``, ``FAILED`` or ``KILLED``."""
+
+
+class MlflowTracker(Tracker):
+    """An MLflow run addressed by id through an explicit client. Global MLflow state (tracking URI, active
+    run) is changed only for the duration of :meth:`log_model`, which reads both from there.
+
+    ``run_id`` given: continue that run (a resumed training); else create a run in ``experiment``.
+    """
+
+    def __init__(self, tracking_uri: str, experiment: str, run_name: str | None, run_id: str | None) -> None:
+        self._mlflow = import_mlflow()
+        from mlflow.exceptions import MlflowException
+
+        self._uri = tracking_uri
+        self._client = self._mlflow.MlflowClient(tracking_uri)
+        try:
+            if run_id is None:
+                self.run_id = self._client.create_run(self._experiment_id(experiment), run_name=run_name).info.run_id
+            else:
+                self._client.get_run(run_id)
+                self._client.update_run(run_id, status="RUNNING")
+                self.run_id = run_id
+        except MlflowException as exc:
+            raise PAReconError(f"MLflow tracking at {tracking_uri!r} failed: {exc.message}",
+                               field="tracking_uri") from None
+
+    def _experiment_id(self, name: str) -> str:
+        found = self._client.get_experiment_by_name(name)
+        if found is None:
+            return self._client.create_experiment(name)
+        if found.lifecycle_stage != "active":
+            raise PAReconError(f"MLflow experiment {name!r} is deleted; restore it or choose another name",
+                               field="experiment")
+        return found.experiment_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        flat = flatten_params(params)
+        self._client.log_batch(self.run_id, params=[Param(k, v) for k, v in flat.items()])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self._client.log_batch(self.run_id, metrics=batch)
+
+    def log_artifact(self, path: str | os.PathLike[str], folder: str | None = None) -> None:
+        self._client.log_artifact(self.run_id, str(Path(path)), artifact_path=folder)
+
+    def log_model(self, model: nn.Module) -> None:
+        mlflow = self._mlflow
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self._uri)
+        # log_model files the model under the active run's experiment, so make ours the active run meanwhile.
+        try:
+            with mlflow.start_run(run_id=self.run_id, nested=mlflow.active_run() is not None):
+                mlflow.pytorch.log_model(
+                    model,
+                    name="model",
+                    serialization_format="pickle",
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"],
+                )
+        finally:
+            mlflow.set_tracking_uri(previous)
+
+    def close(self, status: str) -> None:
+        self._client.set_terminated(self.run_id, status=status)
+
+
+def import_mlflow() -> ModuleType:
+    """Import MLflow (with its telemetry off unless the environment says otherwise) or explain what to do."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    try:
+        import mlflow
+        import mlflow.pytorch  # the flavour used by log_model is a submodule, not loaded by "import mlflow"
+    except ImportError:
+        raise PAReconError("tracking is on but MLflow cannot be imported; install it (pip install mlflow) "
+                           "or set tracking: false", field="tracking") from None
+    return mlflow
+
+
+def start_tracker(tracking: bool, tracking_uri: str, experiment: str, run_name: str | None,
+                  run_id: str | None) -> Tracker:
+    """An :class:`MlflowTracker` when ``tracking`` is on, else the no-op :class:`Tracker`."""
+    if not tracking:
+        return Tracker()
+    return MlflowTracker(tracking_uri, experiment, run_name, run_id)

@@ -1,0 +1,78 @@
+"""MLflow tracking: what a run records, resuming into the same run, and running without MLflow."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from train_problem import AffineFlow, images, nll_loss
+
+from pa_recon.errors import PAReconError
+from pa_recon.train import Trainer
+from pa_recon.train.tracking import flatten_params, import_mlflow
+
+
+def test_run_is_recorded_and_resumed_into_the_same_run(data, make_config, tmp_path, monkeypatch):
+    client_class = import_mlflow().MlflowClient
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    train, val = data
+    config = make_config(tracking=True, tracking_uri=uri, experiment="unit", run_name="affine", max_steps=24,
+                         sample_every=10, log_model=False)
+
+    def interrupted_after_12(model, batch):
+        if torch.is_grad_enabled() and trainer.step >= 12:
+            raise KeyboardInterrupt
+        return nll_loss(model, batch)
+
+    trainer = Trainer(AffineFlow(), config, interrupted_after_12, train, val, sample_fn=images,
+                      extra_params={"model": {"kind": "affine", "dims": 1}})
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    client = client_class(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("unit").experiment_id])
+    assert run.info.status == "KILLED" and run.info.run_name == "affine"
+
+    config.log_model = True
+    resumed = Trainer(AffineFlow(), config, nll_loss, train, val, sample_fn=images)
+    metrics = resumed.fit()
+    (run,) = client.search_runs([run.info.experiment_id])
+    assert resumed.run_id == run.info.run_id and run.info.status == "FINISHED"
+
+    params = run.data.params
+    assert params["lr"] == "0.05" and params["max_steps"] == "24" and params["model.kind"] == "affine"
+    assert run.data.metrics["val/loss"] == pytest.approx(metrics["val/loss"])
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in history] == [7, 14, 21, 24]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/loss")] == [15, 24]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/loss")] == [8, 16, 24]
+    artifacts = {a.path for folder in ("checkpoints", "samples")
+                 for a in client.list_artifacts(run.info.run_id, folder)}
+    assert artifacts == {"checkpoints/last.pt", "samples/step_0000010.png", "samples/step_0000020.png",
+                         "samples/step_0000024.png"}
+    (model,) = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert model.source_run_id == run.info.run_id and model.name == "model"
+
+
+def test_tracking_off_never_imports_mlflow(data, make_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    train, val = data
+    metrics = Trainer(AffineFlow(), make_config(max_steps=5, tracking=False), nll_loss, train, val).fit()
+    assert metrics["step"] == 5
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_tracking_on_without_mlflow_is_an_error(data, make_config, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    train, _ = data
+    trainer = Trainer(AffineFlow(), make_config(tracking=True), nll_loss, train)
+    with pytest.raises(PAReconError, match="tracking: false") as info:
+        trainer.fit()
+    assert info.value.field == "tracking"
+
+
+def test_flatten_params():
+    assert flatten_params({"a": 1, "b": {"c": None, "d": {"e": [1, 2]}}}) == {"a": "1", "b.c": "None",
+                                                                              "b.d.e": "[1, 2]"}
