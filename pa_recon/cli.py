@@ -1,0 +1,227 @@
+"""``pa-recon``: phantoms → simulate → reconstruct → evaluate. Thin: parse, load, call a layer, write.
+
+Settings come from a params.yaml file (``--params``; the sections ``geometry``, ``phantoms``, ``simulate`` and
+``reconstruct``), so DVC stages and users share one source of configuration. User errors print one line
+naming the file and field, and exit with status 2; no partial output file is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from pa_recon.data.hdf5io import (
+    n_scans,
+    read_measurements,
+    read_phantoms,
+    read_reconstructions,
+    write_measurements,
+    write_phantoms,
+    write_reconstructions,
+)
+from pa_recon.data.phantoms import VesselParams, downsample, vessel_phantoms
+from pa_recon.data.vessel_masks import VesselMaskFolder
+from pa_recon.errors import PAReconError
+from pa_recon.physics import Grid, LinearArray, MeasurementSimulator, PATOperator
+from pa_recon.recon import METHODS, method_settings, operator_norm, reconstruct
+from pa_recon.report import per_scan_metrics, save_panel, summarise, write_metrics_json, write_per_scan_csv
+
+
+def load_params(path: str | Path, section: str) -> dict[str, Any]:
+    """The ``section`` mapping of a params YAML file."""
+    try:
+        params = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise PAReconError(f"cannot read params file ({err.strerror})", file=path) from None
+    except yaml.YAMLError as err:
+        raise PAReconError(f"not valid YAML: {err}", file=path) from None
+    if not isinstance(params, dict) or not isinstance(params.get(section), dict):
+        raise PAReconError("missing section", file=path, field=section)
+    return params[section]
+
+
+def geometry_from_params(path: str | Path) -> tuple[Grid, LinearArray]:
+    """The reconstruction grid and the array from the ``geometry`` section (array given by count and pitch)."""
+    geometry = load_params(path, "geometry")
+    try:
+        return Grid(**geometry["grid"]), LinearArray.uniform(**geometry["array"])
+    except (KeyError, TypeError) as err:
+        raise PAReconError(f"incomplete or unknown geometry settings: {err}", file=path, field="geometry") from None
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise PAReconError("CUDA was asked for but is not available", field="--device")
+    return torch.device(name)
+
+
+def batches(total: int, size: int, desc: str) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` scan ranges of at most ``size``, with a progress bar over scans."""
+    with tqdm(total=total, desc=desc, unit="scan") as bar:
+        for start in range(0, total, size):
+            stop = min(total, start + size)
+            yield start, stop
+            bar.update(stop - start)
+
+
+def cmd_phantoms(args: argparse.Namespace) -> None:
+    """Write vessel phantoms on the simulation grid (the reconstruction grid refined ``refine`` times)."""
+    settings = load_params(args.params, "phantoms")
+    grid, _ = geometry_from_params(args.params)
+    fine = grid.refined(int(settings.get("refine", 2)))
+    n = int(args.n if args.n is not None else settings["n_test"])
+    seed = int(args.seed if args.seed is not None else settings["seed"])
+    source = settings.get("source", "procedural")
+    if source == "procedural":
+        images = vessel_phantoms(n, fine.nz, fine.nx, seed, VesselParams(**settings.get("vessels", {})))
+    elif source == "vessel_masks":
+        folder = VesselMaskFolder(settings["vessel_masks_dir"], split=args.split)
+        images = folder.crops(n, fine.nz, fine.nx, seed)
+    else:
+        raise PAReconError(f"unknown phantom source {source!r}", file=args.params, field="phantoms.source")
+    write_phantoms(args.out, images, fine.to_dict(), attrs={"source": source, "seed": seed, "split": args.split})
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    """Simulate noisy data of each phantom at each SNR of the ``simulate`` section, with coarse ground truth."""
+    settings = load_params(args.params, "simulate")
+    grid, array = geometry_from_params(args.params)
+    phantoms = read_phantoms(args.phantoms)
+    fine = Grid.from_dict(phantoms.grid)
+    refine = fine.nx // grid.nx
+    if fine != grid.refined(refine) or refine < 2:
+        raise PAReconError(f"phantom grid {fine} is not the reconstruction grid {grid} refined by an integer >= 2",
+                           file=args.phantoms, field="/grid")
+    device = pick_device(args.device)
+    simulator = MeasurementSimulator(grid, array, refine=refine, device=device)
+    generator = torch.Generator(device=device).manual_seed(int(settings.get("seed", 0)))
+    snrs = [float(s) for s in settings["snr_db"]]
+    n = phantoms.images.shape[0]
+    data = np.empty((len(snrs) * n, array.n_elements, array.n_samples), dtype=np.float32)
+    sigma = np.empty(len(snrs) * n, dtype=np.float32)
+    for k, snr in enumerate(snrs):
+        for start, stop in batches(n, args.batch_size, f"simulate {snr:g} dB"):
+            p0 = torch.as_tensor(phantoms.images[start:stop, None], device=device)
+            y, s = simulator.simulate(p0, snr, generator)
+            data[k * n + start:k * n + stop], sigma[k * n + start:k * n + stop] = y.cpu().numpy(), s.cpu().numpy()
+    truth = np.tile(downsample(phantoms.images, refine), (len(snrs), 1, 1))
+    write_measurements(args.out, data, array.to_dict(), grid.to_dict(), sigma, p0=truth,
+                       snr_db=np.repeat(snrs, n), attrs={"source_phantoms": Path(args.phantoms).name})
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> None:
+    """Reconstruct every scan of a measurement file with one method, in batches."""
+    overrides = load_params(args.params, "reconstruct").get(args.method, {}) if args.params else {}
+    settings = method_settings(args.method, overrides)
+    total = n_scans(args.measurements)
+    head = read_measurements(args.measurements, stop=1)
+    device = pick_device(args.device)
+    op = PATOperator(Grid.from_dict(head.grid), LinearArray.from_dict(head.array), device=device)
+    norm = operator_norm(op, device=device)
+    images = np.empty((total, op.grid.nz, op.grid.nx), dtype=np.float32)
+    for start, stop in batches(total, args.batch_size, f"reconstruct {args.method}"):
+        y = torch.as_tensor(read_measurements(args.measurements, start=start, stop=stop).data, device=device)
+        images[start:stop] = reconstruct(args.method, op, y.float(), settings, norm)[:, 0].cpu().numpy()
+    write_reconstructions(args.out, {args.method: images}, head.grid, Path(args.measurements).name,
+                          attrs={f"settings_{k}": v for k, v in settings.items()})
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    """Metrics JSON, per-scan CSVs and PNG panels of reconstructions against the measurement file's truth."""
+    meas = read_measurements(args.measurements)
+    if meas.p0 is None:
+        raise PAReconError("no ground truth to evaluate against", file=args.measurements, field="/ground_truth/p0")
+    images: dict[str, np.ndarray] = {}
+    for path in args.reconstructions:
+        recon = read_reconstructions(path)
+        for method, stack in recon.images.items():
+            if stack.shape != meas.p0.shape:
+                raise PAReconError(f"shape {stack.shape} does not match the truth {meas.p0.shape}", file=path,
+                                   field=f"/reconstructions/{method}")
+            images[method] = stack
+    groups = (np.array([f"snr{v:g}dB" for v in meas.snr_db]) if meas.snr_db is not None
+              else np.full(meas.p0.shape[0], "all"))
+    per_scan = per_scan_metrics(meas.p0, images)
+    write_metrics_json(args.metrics, summarise(per_scan, groups))
+    plots = Path(args.plots)
+    plots.mkdir(parents=True, exist_ok=True)
+    for metric in ("psnr", "ssim"):
+        write_per_scan_csv(plots / f"{metric}_per_scan.csv", per_scan, metric, groups)
+    figures = Path(args.figures)
+    figures.mkdir(parents=True, exist_ok=True)
+    grid = Grid.from_dict(meas.grid)
+    extent = (grid.x()[0] * 1e3, grid.x()[-1] * 1e3, grid.nz * grid.dx * 1e3, 0.0)
+    for i in np.linspace(0, len(groups) - 1, min(args.n_figures, len(groups))).astype(int):
+        scores = ", ".join(f"{m} {per_scan[m]['psnr'][i]:.1f} dB" for m in images)
+        save_panel(figures / f"scan{i:04d}.png", meas.p0[i], meas.data[i], {m: s[i] for m, s in images.items()},
+                   f"scan {i} ({groups[i]}): PSNR {scores}", extent)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pa-recon`` argument parser."""
+    parser = argparse.ArgumentParser(prog="pa-recon", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("phantoms", help="write vessel phantoms (HDF5) on the simulation grid")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=int, help="number of phantoms (default: phantoms.n_test)")
+    p.add_argument("--seed", type=int, help="family seed (default: phantoms.seed)")
+    p.add_argument("--split", choices=("train", "val"), default="val", help="vessel-mask split to crop from")
+    p.set_defaults(func=cmd_phantoms)
+
+    p = sub.add_parser("simulate", help="phantoms → noisy limited-view measurements (HDF5)")
+    p.add_argument("phantoms")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--out", required=True)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("reconstruct", help="measurements → reconstructions (HDF5)")
+    p.add_argument("measurements")
+    p.add_argument("--method", required=True, choices=sorted(METHODS))
+    p.add_argument("--out", required=True)
+    p.add_argument("--params", help="params file whose reconstruct.<method> section overrides the defaults")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser("evaluate", help="metrics JSON, per-scan CSV plots and PNG panels")
+    p.add_argument("measurements", help="measurement file holding the ground truth")
+    p.add_argument("reconstructions", nargs="+")
+    p.add_argument("--metrics", required=True, help="metrics JSON to write")
+    p.add_argument("--plots", required=True, help="folder for per-scan CSVs")
+    p.add_argument("--figures", required=True, help="folder for PNG panels")
+    p.add_argument("--n-figures", type=int, default=4)
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``pa-recon``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    for name in ("out", "metrics"):
+        if getattr(args, name, None):
+            Path(getattr(args, name)).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        args.func(args)
+    except PAReconError as err:
+        print(f"pa-recon: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Data layer: procedural vessel phantoms, vessel-mask folders, the HDF5 file layouts (``data_specs/``) with
+their validator, readers and writers, and IPASC import. Imports nothing from the other layers."""
+
+from pa_recon.data.hdf5io import (
+    Measurements,
+    Phantoms,
+    Reconstructions,
+    file_kind,
+    n_scans,
+    read_measurements,
+    read_phantoms,
+    read_reconstructions,
+    write_measurements,
+    write_phantoms,
+    write_reconstructions,
+)
+from pa_recon.data.ipasc import import_ipasc
+from pa_recon.data.phantoms import VesselParams, downsample, vessel_phantom, vessel_phantoms
+from pa_recon.data.spec import FileSpec, load_spec, spec_names, validate_file
+from pa_recon.data.vessel_masks import CropParams, VesselMaskFolder
+
+__all__ = [
+    "CropParams",
+    "FileSpec",
+    "Measurements",
+    "Phantoms",
+    "Reconstructions",
+    "VesselMaskFolder",
+    "VesselParams",
+    "downsample",
+    "file_kind",
+    "import_ipasc",
+    "load_spec",
+    "n_scans",
+    "read_measurements",
+    "read_phantoms",
+    "read_reconstructions",
+    "spec_names",
+    "validate_file",
+    "vessel_phantom",
+    "vessel_phantoms",
+    "write_measurements",
+    "write_phantoms",
+    "write_reconstructions",
+]

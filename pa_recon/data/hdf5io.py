@@ -1,0 +1,315 @@
+"""Writers and readers of the phantom, measurement and reconstruction HDF5 files (layouts in ``data_specs/``).
+
+Writers only ever leave a valid file behind: they write a hidden temporary file next to the target, validate it
+against the layout and rename it over the target; on any error the temporary file is removed and the target is
+untouched. Readers validate the file's structure, load the requested scans and check their values.
+
+Geometry travels as plain dicts: the grid as ``{nx, nz, dx}`` (``Grid.to_dict()``) and the array as
+``LinearArray.to_dict()`` (``element_x`` an array in metres; ``center_frequency`` 0 for an ideal sensor).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pa_recon.data.spec import FileSpec, check_values, load_spec, open_hdf5, spec_names, validate_file
+from pa_recon.errors import PAReconError
+
+__all__ = [
+    "Measurements",
+    "Phantoms",
+    "Reconstructions",
+    "file_kind",
+    "n_scans",
+    "read_measurements",
+    "read_phantoms",
+    "read_reconstructions",
+    "write_measurements",
+    "write_phantoms",
+    "write_reconstructions",
+]
+
+GRID_KEYS = ("nx", "nz", "dx")
+ARRAY_KEYS = ("element_x", "fs", "n_samples", "sound_speed", "t0", "z_array", "element_width",
+              "center_frequency", "fractional_bandwidth")
+# Root attributes the writers set themselves; user attributes may not override them.
+_RESERVED_ROOT = {"format_version", "kind", "source_measurements"}
+
+FilePath = str | PathLike[str]
+
+
+@dataclass
+class Phantoms:
+    """Images ``(n, nz, nx)`` of scans ``start .. start + n - 1``, the grid dict and the root attributes."""
+
+    images: np.ndarray
+    grid: dict[str, Any]
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Measurements:
+    """Data ``(n, n_elements, n_samples)`` with their array and grid dicts, per-scan ``noise_sigma`` ``(n,)``
+    (data units), optional ``p0`` ``(n, nz, nx)`` and ``snr_db`` ``(n,)``, and the root attributes."""
+
+    data: np.ndarray
+    array: dict[str, Any]
+    grid: dict[str, Any]
+    noise_sigma: np.ndarray
+    p0: np.ndarray | None = None
+    snr_db: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Reconstructions:
+    """Images ``{method: (n, nz, nx)}``, maps ``{name: (n, nz, nx)}``, the grid dict, the source measurement
+    file name and the root attributes."""
+
+    images: dict[str, np.ndarray]
+    maps: dict[str, np.ndarray]
+    grid: dict[str, Any]
+    source_measurements: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+def write_phantoms(path: FilePath, images: np.ndarray, grid: Mapping[str, Any], *,
+                   attrs: Mapping[str, Any] | None = None) -> Path:
+    """Write images ``(n_scans, nz, nx)`` on ``grid``; ``attrs`` are extra root attributes (str/int/float/bool)."""
+
+    def fill(f: h5py.File, spec: FileSpec) -> None:
+        _put_grid(f, grid)
+        _put_dataset(f, spec, "/phantoms/images", images)
+
+    return _atomic_write(path, "phantoms", fill, attrs)
+
+
+def write_measurements(path: FilePath, data: np.ndarray, array: Mapping[str, Any], grid: Mapping[str, Any],
+                       noise_sigma: float | np.ndarray, *, p0: np.ndarray | None = None,
+                       snr_db: float | np.ndarray | None = None, attrs: Mapping[str, Any] | None = None) -> Path:
+    """Write data ``(n_scans, n_elements, n_samples)`` with the array that recorded them and the grid to
+    reconstruct on. ``noise_sigma`` (data units) and ``snr_db`` are per scan; a scalar applies to every scan.
+    ``p0`` ``(n_scans, nz, nx)`` is the ground truth where known."""
+    n = int(np.shape(data)[0]) if np.ndim(data) else 0
+
+    def fill(f: h5py.File, spec: FileSpec) -> None:
+        _put_array(f, spec, array)
+        _put_grid(f, grid)
+        _put_dataset(f, spec, "/measurements/data", data)
+        _put_dataset(f, spec, "/measurements/noise_sigma", _per_scan(noise_sigma, n))
+        if snr_db is not None:
+            _put_dataset(f, spec, "/measurements/snr_db", _per_scan(snr_db, n))
+        if p0 is not None:
+            _put_dataset(f, spec, "/ground_truth/p0", p0)
+
+    return _atomic_write(path, "measurements", fill, attrs)
+
+
+def write_reconstructions(path: FilePath, images: Mapping[str, np.ndarray], grid: Mapping[str, Any],
+                          source_measurements: FilePath, *, maps: Mapping[str, np.ndarray] | None = None,
+                          attrs: Mapping[str, Any] | None = None) -> Path:
+    """Write one image stack ``(n_scans, nz, nx)`` per method name, optional per-scan maps of the same shape
+    (e.g. ``posterior_std``, ``hallucination``), the grid and the source measurement file name."""
+
+    def fill(f: h5py.File, spec: FileSpec) -> None:
+        _put_grid(f, grid)
+        f.attrs["source_measurements"] = _attribute_value(os.fspath(source_measurements), "/@source_measurements")
+        for group, stacks in (("reconstructions", images), ("maps", maps or {})):
+            for name, stack in stacks.items():
+                _put_dataset(f, spec, f"/{group}/{_member_name(name, group)}", stack)
+
+    return _atomic_write(path, "reconstructions", fill, attrs)
+
+
+def read_phantoms(path: FilePath, *, start: int = 0, stop: int | None = None) -> Phantoms:
+    """Read scans ``start .. stop - 1`` (all by default) of a phantom file."""
+    with _open_valid(path, "phantoms") as (f, spec, dims):
+        scans = _scan_slice(path, dims["n_scans"], start, stop)
+        return Phantoms(images=_read(f, spec, path, "/phantoms/images", scans), grid=_grid(f), attrs=_attrs(f))
+
+
+def read_measurements(path: FilePath, *, start: int = 0, stop: int | None = None) -> Measurements:
+    """Read scans ``start .. stop - 1`` (all by default) of a measurement file."""
+    with _open_valid(path, "measurements") as (f, spec, dims):
+        scans = _scan_slice(path, dims["n_scans"], start, stop)
+        array = {key: _plain(f["array"].attrs[key]) if key != "element_x"
+                 else _read(f, spec, path, "/array/element_x", slice(None)).astype(np.float64)
+                 for key in ARRAY_KEYS}
+        return Measurements(
+            data=_read(f, spec, path, "/measurements/data", scans),
+            array=array,
+            grid=_grid(f),
+            noise_sigma=_read(f, spec, path, "/measurements/noise_sigma", scans),
+            p0=_read(f, spec, path, "/ground_truth/p0", scans) if "/ground_truth/p0" in f else None,
+            snr_db=_read(f, spec, path, "/measurements/snr_db", scans) if "/measurements/snr_db" in f else None,
+            attrs=_attrs(f),
+        )
+
+
+def read_reconstructions(path: FilePath, *, start: int = 0, stop: int | None = None) -> Reconstructions:
+    """Read scans ``start .. stop - 1`` (all by default) of every method and map of a reconstruction file."""
+    with _open_valid(path, "reconstructions") as (f, spec, dims):
+        scans = _scan_slice(path, dims["n_scans"], start, stop)
+        stacks = {group: {name: _read(f, spec, path, f"/{group}/{name}", scans) for name in f.get(group, {})}
+                  for group in ("reconstructions", "maps")}
+        return Reconstructions(images=stacks["reconstructions"], maps=stacks["maps"], grid=_grid(f),
+                               source_measurements=str(_plain(f.attrs["source_measurements"])), attrs=_attrs(f))
+
+
+def file_kind(path: FilePath) -> str:
+    """The layout a file declares in its root ``kind`` attribute (``phantoms``, ``measurements``, ...)."""
+    with open_hdf5(path) as f:
+        kind = _plain(f.attrs.get("kind"))
+    if kind not in spec_names():
+        raise PAReconError(f"unknown or missing layout kind {kind!r}", file=path, field="/@kind")
+    return kind
+
+
+def n_scans(path: FilePath) -> int:
+    """Number of scans in a phantom, measurement or reconstruction file (checks its structure, reads no data)."""
+    return validate_file(path, file_kind(path), values=False)["n_scans"]
+
+
+@contextmanager
+def _open_valid(path: FilePath, spec_name: str) -> Iterator[tuple[h5py.File, FileSpec, dict[str, int]]]:
+    """Validate a file's structure, then yield ``(open handle, spec, bound dims)``."""
+    spec = load_spec(spec_name)
+    dims = validate_file(path, spec, values=False)
+    with open_hdf5(path) as f:
+        yield f, spec, dims
+
+
+def _atomic_write(path: FilePath, spec_name: str, fill: Callable[[h5py.File, FileSpec], None],
+                  attrs: Mapping[str, Any] | None) -> Path:
+    path = Path(path)
+    spec = load_spec(spec_name)
+    if not path.parent.is_dir():
+        raise PAReconError("output directory does not exist", file=path, field="/")
+    # A hidden sibling (same file system, so the rename is atomic); h5py creates it with the usual umask.
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        try:
+            with h5py.File(tmp, "x") as f:
+                f.attrs["format_version"] = spec.format_version
+                f.attrs["kind"] = spec.name
+                for key, value in (attrs or {}).items():
+                    if key in _RESERVED_ROOT:
+                        raise PAReconError(f"attribute {key!r} is set by the writer", field=f"/@{key}")
+                    f.attrs[key] = _attribute_value(value, f"/@{key}")
+                fill(f, spec)
+            validate_file(tmp, spec)
+        except PAReconError as err:
+            # Name the file the user asked for, not the temporary one.
+            raise PAReconError(err.message, file=path, field=err.field) from None
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _put_dataset(f: h5py.File, spec: FileSpec, ds_path: str, values: Any) -> None:
+    """Create a dataset with the layout's storage settings (one scan per chunk for per-scan datasets)."""
+    array = np.asarray(values)
+    if array.dtype.kind not in "biuf":
+        raise PAReconError(f"must be a numeric array, got dtype {array.dtype}", field=ds_path)
+    entry = spec.dataset(ds_path)
+    chunked = spec.chunks == "per_scan" and entry.per_scan and array.ndim >= 1 and array.size > 0
+    f.create_dataset(
+        ds_path,
+        data=array,
+        chunks=(1, *array.shape[1:]) if chunked else None,
+        compression=spec.compression if chunked else None,
+        compression_opts=spec.compression_level if chunked else None,
+    )
+
+
+def _put_grid(f: h5py.File, grid: Mapping[str, Any]) -> None:
+    group = f.require_group("grid")
+    for key, value in _known_keys(grid, GRID_KEYS, "grid").items():
+        group.attrs[key] = _attribute_value(value, f"/grid@{key}")
+
+
+def _put_array(f: h5py.File, spec: FileSpec, array: Mapping[str, Any]) -> None:
+    values = _known_keys(array, ARRAY_KEYS, "array")
+    group = f.require_group("array")
+    for key, value in values.items():
+        if key == "element_x":
+            _put_dataset(f, spec, "/array/element_x", np.asarray(value, dtype=np.float64).reshape(-1))
+        else:
+            group.attrs[key] = _attribute_value(value, f"/array@{key}")
+
+
+def _known_keys(values: Mapping[str, Any], allowed: tuple[str, ...], name: str) -> dict[str, Any]:
+    if not isinstance(values, Mapping):
+        raise PAReconError(f"{name} must be a dict with keys {allowed}", field=name)
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise PAReconError(f"unknown keys {unknown} (expected {allowed})", field=name)
+    return dict(values)
+
+
+def _attribute_value(value: Any, field_name: str) -> Any:
+    """A value h5py stores as a scalar attribute of the right type."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, str):
+        return value
+    raise PAReconError(f"attribute values must be str, int, float or bool, got {type(value).__name__}",
+                       field=field_name)
+
+
+def _per_scan(values: float | np.ndarray, n: int) -> np.ndarray:
+    values = np.asarray(values)
+    return np.full(n, values, dtype=np.float64) if values.ndim == 0 else values
+
+
+def _member_name(name: str, group: str) -> str:
+    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+        raise PAReconError(f"{name!r} is not a valid dataset name", field=f"/{group}/{name}")
+    return name
+
+
+def _scan_slice(path: FilePath, total: int, start: int, stop: int | None) -> slice:
+    stop = total if stop is None else stop
+    if not 0 <= start < stop <= total:
+        raise PAReconError(f"scan range [{start}, {stop}) is outside the file's {total} scans", file=path,
+                           field="scans")
+    return slice(start, stop)
+
+
+def _read(f: h5py.File, spec: FileSpec, path: FilePath, ds_path: str, scans: slice) -> np.ndarray:
+    entry = spec.dataset(ds_path)
+    values = f[ds_path][scans] if entry.per_scan else f[ds_path][()]
+    check_values(values, entry, file=path, field=ds_path, first_scan=scans.start or 0)
+    return values
+
+
+def _grid(f: h5py.File) -> dict[str, Any]:
+    return {key: _plain(f["grid"].attrs[key]) for key in GRID_KEYS}
+
+
+def _attrs(f: h5py.File) -> dict[str, Any]:
+    return {key: _plain(value) for key, value in f.attrs.items()}
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and bytes → Python int/float/bool/str."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

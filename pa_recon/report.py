@@ -1,0 +1,96 @@
+"""Evaluation summaries and figures: metrics tables as JSON/CSV for DVC, PNG panels via matplotlib.
+
+Images compared here are initial-pressure maps against a ground truth in [0, 1], so PSNR and SSIM use a fixed
+data range of 1.0 (``metrics.psnr``/``metrics.ssim`` with ``data_range=1.0``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pa_recon.metrics import psnr, relative_error, ssim  # noqa: E402
+
+DATA_RANGE = 1.0
+METRICS = {
+    "psnr": lambda x, ref: psnr(x, ref, data_range=DATA_RANGE),
+    "ssim": lambda x, ref: ssim(x, ref, data_range=DATA_RANGE),
+    "rel_error": relative_error,
+}
+
+
+def per_scan_metrics(truth: np.ndarray, images: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """``{method: {metric: (N,)}}`` for images ``(N, nz, nx)`` against ``truth`` ``(N, nz, nx)``."""
+    return {m: {name: fn(img, truth) for name, fn in METRICS.items()} for m, img in images.items()}
+
+
+def summarise(per_scan: Mapping[str, Mapping[str, np.ndarray]], groups: np.ndarray) -> dict[str, dict[str, dict]]:
+    """``{group: {method: {metric: mean, metric_std: std, n: count}}}``; ``groups`` ``(N,)`` labels each scan."""
+    out: dict[str, dict[str, dict]] = {}
+    for g in sorted(set(groups.tolist())):
+        mask = groups == g
+        out[str(g)] = {
+            method: {
+                **{k: float(v[mask].mean()) for k, v in values.items()},
+                **{f"{k}_std": float(v[mask].std()) for k, v in values.items()},
+                "n": int(mask.sum()),
+            }
+            for method, values in per_scan.items()
+        }
+    return out
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_metrics_json(path: str | os.PathLike[str], summary: Mapping[str, object]) -> None:
+    """Write the summary as JSON that ``dvc metrics show`` reads."""
+    _atomic_text(Path(path), json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+
+def write_per_scan_csv(path: str | os.PathLike[str], per_scan: Mapping[str, Mapping[str, np.ndarray]],
+                       metric: str, groups: np.ndarray) -> None:
+    """One row per scan (``scan``, ``group``, one column per method) of ``metric``, for ``dvc plots``."""
+    methods = list(per_scan)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["scan", "group", *methods])
+    for i, g in enumerate(groups.tolist()):
+        writer.writerow([i, g, *(f"{per_scan[m][metric][i]:.6g}" for m in methods)])
+    _atomic_text(Path(path), text.getvalue())
+
+
+def save_panel(path: str | os.PathLike[str], truth: np.ndarray | None, data: np.ndarray,
+               images: Mapping[str, np.ndarray], title: str, extent_mm: Sequence[float]) -> None:
+    """One scan as a row of panels: truth (if known), data (elements × samples), then each method's image.
+
+    ``truth`` and every image are ``(nz, nx)`` shown in ``extent_mm`` = (x_min, x_max, z_max, z_min) with the
+    array at the top; images share the colour range [0, 1]; ``data`` is ``(n_elements, n_samples)``.
+    """
+    panels: list[tuple[str, np.ndarray]] = ([("truth", truth)] if truth is not None else []) + list(images.items())
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.6 * (len(panels) + 1), 2.9), squeeze=False)
+    axes = axes[0]
+    limit = float(np.abs(data).max()) or 1.0
+    axes[0].imshow(data.T, aspect="auto", cmap="seismic", vmin=-limit, vmax=limit)
+    axes[0].set(title="data", xlabel="element", ylabel="sample")
+    for ax, (name, img) in zip(axes[1:], panels):
+        ax.imshow(img, cmap="inferno", vmin=0.0, vmax=1.0, extent=tuple(extent_mm))
+        ax.set(title=name, xlabel="x [mm]")
+    axes[1].set_ylabel("depth [mm]")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,174 @@
+"""HDF5 writers and readers: round trips, scan slices, storage layout and write atomicity."""
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from pa_recon.data.hdf5io import (
+    file_kind,
+    n_scans,
+    read_measurements,
+    read_phantoms,
+    read_reconstructions,
+    write_measurements,
+    write_phantoms,
+    write_reconstructions,
+)
+from pa_recon.errors import PAReconError
+from pa_recon.physics.geometry import Grid, LinearArray
+
+GRID = Grid(nx=6, nz=5, dx=1e-4)
+ARRAY = LinearArray.uniform(4, 2e-4, fs=25e6, n_samples=9, sound_speed=1540.0, t0=1e-7, z_array=-1e-4,
+                            element_width=1.5e-4, center_frequency=5e6, fractional_bandwidth=0.6)
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_phantoms_round_trip_and_slices(tmp_path):
+    images = np.random.default_rng(0).random((5, 5, 6)).astype(np.float32)
+    path = write_phantoms(tmp_path / "p.h5", images, GRID.to_dict(), attrs={"generator": "test", "seed": 3})
+    whole = read_phantoms(path)
+    np.testing.assert_array_equal(whole.images, images)
+    assert whole.images.dtype == np.float32
+    assert Grid.from_dict(whole.grid) == GRID
+    assert whole.attrs == {"format_version": 1, "kind": "phantoms", "generator": "test", "seed": 3}
+    np.testing.assert_array_equal(read_phantoms(path, start=1, stop=4).images, images[1:4])
+    np.testing.assert_array_equal(read_phantoms(path, start=4).images, images[4:])
+    assert n_scans(path) == 5 and file_kind(path) == "phantoms"
+
+
+def test_measurements_round_trip(tmp_path):
+    rng = np.random.default_rng(1)
+    data = rng.normal(size=(3, 4, 9))
+    p0 = rng.random((3, 5, 6)).astype(np.float32)
+    path = write_measurements(tmp_path / "m.h5", data, ARRAY.to_dict(), GRID.to_dict(), noise_sigma=[0.1, 0.2, 0.3],
+                              p0=p0, snr_db=25.0, attrs={"source_phantoms": "p.h5"})
+    m = read_measurements(path)
+    np.testing.assert_array_equal(m.data, data)
+    assert LinearArray.from_dict(m.array) == ARRAY
+    assert list(m.array) == list(ARRAY.to_dict())
+    assert Grid.from_dict(m.grid) == GRID
+    np.testing.assert_array_equal(m.noise_sigma, [0.1, 0.2, 0.3])
+    np.testing.assert_array_equal(m.snr_db, [25.0] * 3)
+    np.testing.assert_array_equal(m.p0, p0)
+    assert m.attrs["source_phantoms"] == "p.h5"
+
+    part = read_measurements(path, start=1, stop=2)
+    np.testing.assert_array_equal(part.data, data[1:2])
+    np.testing.assert_array_equal(part.noise_sigma, [0.2])
+    np.testing.assert_array_equal(part.p0, p0[1:2])
+    assert n_scans(path) == 3
+
+
+def test_optional_measurement_fields_read_as_none(tmp_path):
+    ideal = LinearArray.uniform(4, 2e-4, fs=25e6, n_samples=9)
+    path = write_measurements(tmp_path / "m.h5", np.zeros((2, 4, 9), np.float32), ideal.to_dict(), GRID.to_dict(),
+                              noise_sigma=0.0)
+    m = read_measurements(path)
+    assert m.p0 is None and m.snr_db is None and m.data.dtype == np.float32
+    assert LinearArray.from_dict(m.array).center_frequency is None
+
+
+def test_reconstructions_round_trip(tmp_path):
+    rng = np.random.default_rng(2)
+    images = {"backprojection": rng.random((2, 5, 6)), "map_latent": rng.random((2, 5, 6)).astype(np.float32)}
+    maps = {"posterior_std": rng.random((2, 5, 6)), "hallucination": rng.random((2, 5, 6)) > 0.5}
+    path = write_reconstructions(tmp_path / "r.h5", images, GRID.to_dict(), "scans.h5", maps=maps)
+    r = read_reconstructions(path)
+    assert sorted(r.images) == sorted(images) and sorted(r.maps) == sorted(maps)
+    for name, stack in images.items():
+        np.testing.assert_array_equal(r.images[name], stack)
+        assert r.images[name].dtype == stack.dtype
+    np.testing.assert_array_equal(r.maps["hallucination"], maps["hallucination"])
+    assert r.source_measurements == "scans.h5" and Grid.from_dict(r.grid) == GRID
+    np.testing.assert_array_equal(read_reconstructions(path, start=1).images["backprojection"],
+                                  images["backprojection"][1:])
+
+
+def test_per_scan_datasets_are_chunked_by_scan_and_compressed(tmp_path):
+    path = write_measurements(tmp_path / "m.h5", np.zeros((3, 4, 9)), ARRAY.to_dict(), GRID.to_dict(),
+                              noise_sigma=0.1, p0=np.zeros((3, 5, 6)))
+    with h5py.File(path) as f:
+        assert f["measurements/data"].chunks == (1, 4, 9)
+        assert f["measurements/data"].compression == "gzip"
+        assert f["ground_truth/p0"].chunks == (1, 5, 6)
+        assert f["array/element_x"].chunks is None
+        assert dict(f["grid"].attrs) == GRID.to_dict()
+
+
+def test_invalid_write_leaves_no_file_and_no_temporary(tmp_path):
+    data = np.zeros((2, 4, 9))
+    data[1, 2, 3] = np.nan
+    target = tmp_path / "m.h5"
+    with pytest.raises(PAReconError, match="NaN") as err:
+        write_measurements(target, data, ARRAY.to_dict(), GRID.to_dict(), noise_sigma=0.1)
+    assert err.value.file == str(target) and err.value.field == "/measurements/data"
+    assert leftovers(tmp_path) == []
+
+
+def test_invalid_write_keeps_the_previous_file(tmp_path):
+    target = write_phantoms(tmp_path / "p.h5", np.ones((2, 5, 6)), GRID.to_dict())
+    with pytest.raises(PAReconError, match="n_scans is 0") as err:
+        write_phantoms(target, np.zeros((0, 5, 6)), GRID.to_dict())
+    assert err.value.file == str(target)
+    assert leftovers(tmp_path) == ["p.h5"]
+    np.testing.assert_array_equal(read_phantoms(target).images, np.ones((2, 5, 6)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "match"),
+    [
+        ({"grid": {"nx": 6, "nz": 5}}, "/grid@dx", "missing required attribute"),
+        ({"grid": {"nx": 6, "nz": 5, "dx": 1e-4, "dy": 1e-4}}, "grid", "unknown keys \\['dy'\\]"),
+        ({"images": np.zeros((2, 4, 6))}, "/phantoms/images", "nz is 4 here but 5 from /grid@nz"),
+        ({"images": np.array([["a"]])}, "/phantoms/images", "numeric"),
+        ({"attrs": {"kind": "other"}}, "/@kind", "set by the writer"),
+        ({"attrs": {"note": [1, 2]}}, "/@note", "str, int, float or bool"),
+    ],
+)
+def test_writer_rejections_name_the_field_and_leave_nothing(tmp_path, kwargs, field, match):
+    arguments = {"images": np.zeros((2, 5, 6)), "grid": GRID.to_dict(), **kwargs}
+    with pytest.raises(PAReconError, match=match) as err:
+        write_phantoms(tmp_path / "p.h5", **arguments)
+    assert err.value.field == field and err.value.file == str(tmp_path / "p.h5")
+    assert leftovers(tmp_path) == []
+
+
+def test_bad_method_name(tmp_path):
+    with pytest.raises(PAReconError, match="not a valid dataset name"):
+        write_reconstructions(tmp_path / "r.h5", {"a/b": np.zeros((1, 5, 6))}, GRID.to_dict(), "m.h5")
+    assert leftovers(tmp_path) == []
+
+
+def test_reader_checks_values_of_the_scans_it_reads(tmp_path):
+    path = write_phantoms(tmp_path / "p.h5", np.zeros((4, 5, 6)), GRID.to_dict())
+    with h5py.File(path, "r+") as f:
+        f["phantoms/images"][3, 0, 0] = np.inf
+    np.testing.assert_array_equal(read_phantoms(path, stop=3).images, np.zeros((3, 5, 6)))
+    with pytest.raises(PAReconError, match="first at scan 3") as err:
+        read_phantoms(path, start=2)
+    assert err.value.field == "/phantoms/images"
+
+
+def test_reader_rejects_bad_ranges_and_wrong_layouts(tmp_path):
+    path = write_phantoms(tmp_path / "p.h5", np.zeros((2, 5, 6)), GRID.to_dict())
+    for start, stop in ((0, 3), (2, 2), (-1, 1)):
+        with pytest.raises(PAReconError, match="scan range") as err:
+            read_phantoms(path, start=start, stop=stop)
+        assert err.value.field == "scans"
+    with pytest.raises(PAReconError, match="must be 'measurements'") as err:
+        read_measurements(path)
+    assert err.value.field == "/@kind"
+
+
+def test_n_scans_of_a_file_without_kind(tmp_path):
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as f:
+        f["data"] = np.zeros(3)
+    with pytest.raises(PAReconError, match="kind") as err:
+        n_scans(path)
+    assert err.value.field == "/@kind" and err.value.file == str(path)

@@ -1,0 +1,118 @@
+"""End to end through the CLI on a tiny geometry: phantoms → simulate → reconstruct → evaluate, and user errors."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from pa_recon.cli import main
+from pa_recon.data.hdf5io import read_measurements, read_phantoms, read_reconstructions, write_measurements
+
+PARAMS = {
+    "geometry": {
+        "grid": {"nx": 16, "nz": 16, "dx": 2e-4},
+        "array": {"n_elements": 16, "pitch": 2e-4, "fs": 20e6, "n_samples": 64, "element_width": 1.5e-4,
+                  "center_frequency": 4e6, "fractional_bandwidth": 1.2},
+    },
+    "phantoms": {"source": "procedural", "n_test": 3, "seed": 5, "refine": 2, "vessels": {}},
+    "simulate": {"snr_db": [40.0, 20.0], "seed": 1},
+    "reconstruct": {"cgls": {"n_iter": 10}, "tv": {"n_iter": 20}},
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Runs the whole chain once; returns the folder and the files."""
+    d = tmp_path_factory.mktemp("cli")
+    params = d / "params.yaml"
+    params.write_text(yaml.safe_dump(PARAMS))
+    files = {"phantoms": d / "ph.h5", "meas": d / "meas.h5"}
+    assert main(["phantoms", "--params", str(params), "--out", str(files["phantoms"])]) == 0
+    assert main(["simulate", str(files["phantoms"]), "--params", str(params), "--out", str(files["meas"]),
+                 "--device", "cpu"]) == 0
+    for method in ("bp", "cgls", "tv"):
+        files[method] = d / "recon" / f"{method}.h5"
+        assert main(["reconstruct", str(files["meas"]), "--method", method, "--params", str(params),
+                     "--out", str(files[method]), "--batch-size", "4", "--device", "cpu"]) == 0
+    assert main(["evaluate", str(files["meas"]), *(str(files[m]) for m in ("bp", "cgls", "tv")),
+                 "--metrics", str(d / "report" / "metrics.json"), "--plots", str(d / "report" / "plots"),
+                 "--figures", str(d / "report" / "figures"), "--n-figures", "2"]) == 0
+    return d, files, params
+
+
+def test_phantoms_are_on_the_refined_grid(run):
+    _, files, _ = run
+    ph = read_phantoms(files["phantoms"])
+    assert ph.images.shape == (3, 32, 32) and ph.grid["dx"] == pytest.approx(1e-4)
+
+
+def test_measurements_hold_every_phantom_at_every_snr_with_coarse_truth(run):
+    _, files, _ = run
+    meas = read_measurements(files["meas"])
+    ph = read_phantoms(files["phantoms"])
+    assert meas.data.shape == (6, 16, 64)
+    np.testing.assert_array_equal(meas.snr_db, [40, 40, 40, 20, 20, 20])
+    coarse = ph.images.reshape(3, 16, 2, 16, 2).mean(axis=(2, 4))
+    np.testing.assert_allclose(meas.p0, np.concatenate([coarse, coarse]), atol=1e-6)
+    # Same phantom, more noise: the 20 dB scans differ from the 40 dB ones by about 10× the 40 dB noise.
+    assert np.all(meas.noise_sigma[3:] > 5 * meas.noise_sigma[:3])
+
+
+def test_reconstructions_are_batched_without_seams(run):
+    _, files, _ = run
+    recon = read_reconstructions(files["tv"])
+    assert recon.images["tv"].shape == (6, 16, 16) and recon.source_measurements == "meas.h5"
+    assert np.all(recon.images["tv"] >= 0)
+
+
+def test_evaluate_writes_metrics_for_every_group_and_method(run):
+    d, _, _ = run
+    metrics = json.loads((d / "report" / "metrics.json").read_text())
+    assert set(metrics) == {"snr40dB", "snr20dB"}
+    for group in metrics.values():
+        assert set(group) == {"bp", "cgls", "tv"}
+        assert all(np.isfinite(group[m]["psnr"]) and group[m]["n"] == 3 for m in group)
+    header = (d / "report" / "plots" / "psnr_per_scan.csv").read_text().splitlines()[0]
+    assert header == "scan,group,bp,cgls,tv"
+    assert len(list((d / "report" / "figures").glob("*.png"))) == 2
+
+
+def test_reconstruct_rejects_nan_data_and_leaves_no_output(run, tmp_path, capsys):
+    _, files, _ = run
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(files["meas"].read_bytes())
+    with h5py.File(bad, "r+") as f:
+        f["measurements/data"][1, 2, 3] = np.nan
+    out = tmp_path / "out.h5"
+    assert main(["reconstruct", str(bad), "--method", "bp", "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "bad.h5" in err and "/measurements/data" in err
+    assert not out.exists() and list(tmp_path.iterdir()) == [bad]
+
+
+def test_missing_params_section_is_named(tmp_path, capsys):
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump({"geometry": PARAMS["geometry"]}))
+    assert main(["phantoms", "--params", str(params), "--out", str(tmp_path / "x.h5")]) == 2
+    assert "p.yaml: phantoms: missing section" in capsys.readouterr().err
+
+
+def test_unknown_method_setting_is_rejected(run, tmp_path, capsys):
+    _, files, _ = run
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump({"reconstruct": {"tv": {"lamda": 1.0}}}))
+    assert main(["reconstruct", str(files["meas"]), "--method", "tv", "--params", str(params),
+                 "--out", str(tmp_path / "o.h5")]) == 2
+    assert "lamda" in capsys.readouterr().err
+
+
+def test_evaluate_needs_ground_truth(run, tmp_path, capsys):
+    _, files, _ = run
+    meas = read_measurements(files["meas"])
+    no_truth = tmp_path / "nt.h5"
+    write_measurements(no_truth, meas.data, meas.array, meas.grid, meas.noise_sigma)
+    assert main(["evaluate", str(no_truth), str(files["bp"]), "--metrics", str(tmp_path / "m.json"),
+                 "--plots", str(tmp_path / "p"), "--figures", str(tmp_path / "f")]) == 2
+    assert "/ground_truth/p0" in capsys.readouterr().err
