@@ -1,22 +1,13 @@
-"""``pa-recon``: phantoms → simulate → reconstruct → evaluate. Thin: parse, load, call a layer, write.
-
-Settings come from a params.yaml file (``--params``; the sections ``geometry``, ``phantoms``, ``simulate`` and
-``reconstruct``), so DVC stages and users share one source of configuration. User errors print one line
-naming the file and field, and exit with status 2; no partial output file is left behind.
-"""
+"""Photoacoustic sub-commands: phantoms → simulate → reconstruct → evaluate."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
-from tqdm import tqdm
 
 from pa_recon.data.hdf5io import (
     n_scans,
@@ -32,47 +23,8 @@ from pa_recon.data.vessel_masks import VesselMaskFolder
 from pa_recon.errors import PAReconError
 from pa_recon.physics import Grid, LinearArray, MeasurementSimulator, PATOperator
 from pa_recon.recon import METHODS, method_settings, operator_norm, reconstruct
+from pa_recon.cli.common import batches, geometry_from_params, load_params, pick_device
 from pa_recon.report import per_scan_metrics, save_panel, summarise, write_metrics_json, write_per_scan_csv
-
-
-def load_params(path: str | Path, section: str) -> dict[str, Any]:
-    """The ``section`` mapping of a params YAML file."""
-    try:
-        params = yaml.safe_load(Path(path).read_text())
-    except OSError as err:
-        raise PAReconError(f"cannot read params file ({err.strerror})", file=path) from None
-    except yaml.YAMLError as err:
-        raise PAReconError(f"not valid YAML: {err}", file=path) from None
-    if not isinstance(params, dict) or not isinstance(params.get(section), dict):
-        raise PAReconError("missing section", file=path, field=section)
-    return params[section]
-
-
-def geometry_from_params(path: str | Path) -> tuple[Grid, LinearArray]:
-    """The reconstruction grid and the array from the ``geometry`` section (array given by count and pitch)."""
-    geometry = load_params(path, "geometry")
-    try:
-        return Grid(**geometry["grid"]), LinearArray.uniform(**geometry["array"])
-    except (KeyError, TypeError) as err:
-        raise PAReconError(f"incomplete or unknown geometry settings: {err}", file=path, field="geometry") from None
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PAReconError("CUDA was asked for but is not available", field="--device")
-    return torch.device(name)
-
-
-def batches(total: int, size: int, desc: str) -> Iterator[tuple[int, int]]:
-    """``(start, stop)`` scan ranges of at most ``size``, with a progress bar over scans."""
-    with tqdm(total=total, desc=desc, unit="scan") as bar:
-        for start in range(0, total, size):
-            stop = min(total, start + size)
-            yield start, stop
-            bar.update(stop - start)
 
 
 def cmd_phantoms(args: argparse.Namespace) -> None:
@@ -168,11 +120,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                    f"scan {i} ({groups[i]}): PSNR {scores}", extent)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``pa-recon`` argument parser."""
-    parser = argparse.ArgumentParser(prog="pa-recon", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the photoacoustic sub-commands: phantoms, simulate, reconstruct, evaluate."""
     p = sub.add_parser("phantoms", help="write vessel phantoms (HDF5) on the simulation grid")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out", required=True)
@@ -206,22 +155,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", required=True, help="folder for PNG panels")
     p.add_argument("--n-figures", type=int, default=4)
     p.set_defaults(func=cmd_evaluate)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``pa-recon``; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    for name in ("out", "metrics"):
-        if getattr(args, name, None):
-            Path(getattr(args, name)).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        args.func(args)
-    except PAReconError as err:
-        print(f"pa-recon: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
