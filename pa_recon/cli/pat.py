@@ -18,10 +18,11 @@ from pa_recon.data.hdf5io import (
     write_phantoms,
     write_reconstructions,
 )
+from pa_recon.data.ipasc import import_ipasc
 from pa_recon.data.phantoms import VesselParams, downsample, vessel_phantoms
 from pa_recon.data.vessel_masks import VesselMaskFolder
 from pa_recon.errors import PAReconError
-from pa_recon.physics import Grid, LinearArray, MeasurementSimulator, PATOperator
+from pa_recon.physics import Grid, LinearArray, MeasurementSimulator, PATOperator, estimate_noise_sigma
 from pa_recon.recon import METHODS, method_settings, operator_norm, reconstruct
 from pa_recon.cli.common import batches, geometry_from_params, load_params, pick_device
 from pa_recon.report import per_scan_metrics, save_panel, summarise, write_metrics_json, write_per_scan_csv
@@ -70,6 +71,16 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     truth = np.tile(downsample(phantoms.images, refine), (len(snrs), 1, 1))
     write_measurements(args.out, data, array.to_dict(), grid.to_dict(), sigma, p0=truth,
                        snr_db=np.repeat(snrs, n), attrs={"source_phantoms": Path(args.phantoms).name})
+
+
+def cmd_import_ipasc(args: argparse.Namespace) -> None:
+    """Convert an IPASC (PACFISH) file from a linear array into the measurement layout on the params grid."""
+    grid, _ = geometry_from_params(args.params)
+    data, array = import_ipasc(args.ipasc, grid=grid.to_dict(), wavelength_index=args.wavelength,
+                               sound_speed=args.sound_speed)
+    sigma = (np.full(data.shape[0], args.noise_sigma) if args.noise_sigma is not None
+             else estimate_noise_sigma(torch.as_tensor(data, dtype=torch.float64)).numpy())
+    write_measurements(args.out, data, array, grid.to_dict(), sigma, attrs={"source_ipasc": Path(args.ipasc).name})
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
@@ -137,6 +148,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("import-ipasc", help="IPASC/PACFISH HDF5 of a linear array → measurement file")
+    p.add_argument("ipasc")
+    p.add_argument("--out", required=True)
+    p.add_argument("--params", default="params.yaml", help="params file whose geometry.grid is the recon grid")
+    p.add_argument("--wavelength", type=int, default=0, help="wavelength index to import")
+    p.add_argument("--sound-speed", type=float, help="m/s; overrides or stands in for the file's value")
+    p.add_argument("--noise-sigma", type=float,
+                   help="noise std in data units (default: estimated per scan from the data)")
+    p.set_defaults(func=cmd_import_ipasc)
 
     p = sub.add_parser("reconstruct", help="measurements → reconstructions (HDF5)")
     p.add_argument("measurements")

@@ -2,7 +2,8 @@
 
 from pa_recon.physics.geometry import Grid, LinearArray
 from pa_recon.physics.operator import PATOperator
-from pa_recon.physics.simulate import MeasurementSimulator, noise_sigma
+from pa_recon.physics.simulate import MeasurementSimulator, estimate_noise_sigma, noise_sigma
 from pa_recon.physics.timestepping import KSpaceTimeStepper
 
-__all__ = ["Grid", "KSpaceTimeStepper", "LinearArray", "MeasurementSimulator", "PATOperator", "noise_sigma"]
+__all__ = ["Grid", "KSpaceTimeStepper", "LinearArray", "MeasurementSimulator", "PATOperator",
+           "estimate_noise_sigma", "noise_sigma"]

@@ -24,6 +24,18 @@ def noise_sigma(clean: torch.Tensor, snr_db: torch.Tensor | float) -> torch.Tens
     return rms / 10 ** (snr / 20)
 
 
+def estimate_noise_sigma(y: torch.Tensor) -> torch.Tensor:
+    """Per-scan white-noise standard deviation of measured data ``y (B, n_el, n_samples)``, ``(B,)``.
+
+    Uses the median absolute deviation of second differences along time: a signal well sampled below the
+    Nyquist rate contributes little to them, while white noise of variance σ² gives second differences of
+    variance 6σ² (so MAD·1.4826/√6 estimates σ). Signal content near the Nyquist rate biases it upwards.
+    """
+    diffs = torch.diff(y, n=2, dim=2).reshape(y.shape[0], -1)
+    mad = (diffs - diffs.median(dim=1, keepdim=True).values).abs().median(dim=1).values
+    return mad * 1.4826 / 6**0.5
+
+
 class MeasurementSimulator:
     """Simulates noisy data of ``grid``'s field of view on ``grid.refined(refine)``.
 

@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 import yaml
+from ipasc_fixture import line_positions, write_pacfish_file
 
 from pa_recon.cli import main
 from pa_recon.data.hdf5io import read_measurements, read_phantoms, read_reconstructions, write_measurements
@@ -116,3 +117,16 @@ def test_evaluate_needs_ground_truth(run, tmp_path, capsys):
     assert main(["evaluate", str(no_truth), str(files["bp"]), "--metrics", str(tmp_path / "m.json"),
                  "--plots", str(tmp_path / "p"), "--figures", str(tmp_path / "f")]) == 2
     assert "/ground_truth/p0" in capsys.readouterr().err
+
+
+def test_import_ipasc_writes_a_reconstructable_measurement_file(run, tmp_path):
+    _, _, params = run
+    data = np.random.default_rng(0).normal(scale=0.3, size=(16, 64, 1, 2))
+    ipasc = write_pacfish_file(tmp_path / "scan.hdf5", data, line_positions(16, 2e-4), fs=20e6)
+    meas_path, recon_path = tmp_path / "meas.h5", tmp_path / "recon.h5"
+    assert main(["import-ipasc", str(ipasc), "--params", str(params), "--out", str(meas_path)]) == 0
+    meas = read_measurements(meas_path)
+    assert meas.data.shape == (2, 16, 64) and meas.grid == PARAMS["geometry"]["grid"]
+    np.testing.assert_allclose(meas.noise_sigma, 0.3, rtol=0.1)
+    assert main(["reconstruct", str(meas_path), "--method", "bp", "--out", str(recon_path), "--device", "cpu"]) == 0
+    assert read_reconstructions(recon_path).images["bp"].shape == (2, 16, 16)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from pa_recon.errors import PAReconError
-from pa_recon.physics import Grid, LinearArray, MeasurementSimulator, noise_sigma
+from pa_recon.physics import Grid, LinearArray, MeasurementSimulator, estimate_noise_sigma, noise_sigma
 
 GRID = Grid(nx=10, nz=8, dx=1e-4)
 ARRAY = LinearArray.uniform(8, 1.2e-4, fs=30e6, n_samples=40, center_frequency=5e6, element_width=1e-4)
@@ -37,3 +37,12 @@ def test_coarse_phantom_on_the_fine_simulator_is_rejected():
     sim = MeasurementSimulator(GRID, ARRAY, refine=2)
     with pytest.raises(PAReconError, match="p0"):
         sim.simulate(torch.zeros(1, 1, 8, 10), 20.0)
+
+
+def test_noise_estimate_recovers_white_noise_under_a_smooth_signal():
+    gen = torch.Generator().manual_seed(3)
+    t = torch.linspace(0, 1, 2000, dtype=torch.float64)
+    signal = torch.stack([torch.sin(2 * torch.pi * 3 * t) * 5, torch.zeros_like(t)])[:, None, :].repeat(1, 4, 1)
+    sigma = torch.tensor([0.05, 0.2], dtype=torch.float64)
+    y = signal + sigma[:, None, None] * torch.randn(signal.shape, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(estimate_noise_sigma(y), sigma, rtol=0.05, atol=0)
