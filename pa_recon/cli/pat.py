@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from pa_recon.data.hdf5io import (
-    n_scans,
     read_measurements,
     read_phantoms,
     read_reconstructions,
@@ -22,8 +21,9 @@ from pa_recon.data.ipasc import import_ipasc
 from pa_recon.data.phantoms import VesselParams, downsample, vessel_phantoms
 from pa_recon.data.vessel_masks import VesselMaskFolder
 from pa_recon.errors import PAReconError
-from pa_recon.physics import Grid, LinearArray, MeasurementSimulator, PATOperator, estimate_noise_sigma
-from pa_recon.recon import METHODS, method_settings, operator_norm, reconstruct
+from pa_recon.physics import Grid, MeasurementSimulator, estimate_noise_sigma
+from pa_recon.recon import METHODS, method_settings
+from pa_recon.batch import ReconJob, reconstruct_file
 from pa_recon.cli.common import batches, geometry_from_params, load_params, pick_device
 from pa_recon.report import per_scan_metrics, save_panel, summarise, write_metrics_json, write_per_scan_csv
 
@@ -84,20 +84,15 @@ def cmd_import_ipasc(args: argparse.Namespace) -> None:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
-    """Reconstruct every scan of a measurement file with one method, in batches."""
+    """Reconstruct every scan of a measurement file with one method, in chunks, here or on a dask cluster."""
     overrides = load_params(args.params, "reconstruct").get(args.method, {}) if args.params else {}
-    settings = method_settings(args.method, overrides)
-    total = n_scans(args.measurements)
-    head = read_measurements(args.measurements, stop=1)
-    device = pick_device(args.device)
-    op = PATOperator(Grid.from_dict(head.grid), LinearArray.from_dict(head.array), device=device)
-    norm = operator_norm(op, device=device)
-    images = np.empty((total, op.grid.nz, op.grid.nx), dtype=np.float32)
-    for start, stop in batches(total, args.batch_size, f"reconstruct {args.method}"):
-        y = torch.as_tensor(read_measurements(args.measurements, start=start, stop=stop).data, device=device)
-        images[start:stop] = reconstruct(args.method, op, y.float(), settings, norm)[:, 0].cpu().numpy()
-    write_reconstructions(args.out, {args.method: images}, head.grid, Path(args.measurements).name,
-                          attrs={f"settings_{k}": v for k, v in settings.items()})
+    job = ReconJob(args.measurements, args.method, method_settings(args.method, overrides),
+                   device=str(pick_device(args.device)), seed=args.seed)
+    out = reconstruct_file(job, args.batch_size, scheduler=args.scheduler, address=args.address,
+                           n_workers=args.workers)
+    grid = read_measurements(args.measurements, stop=1).grid
+    write_reconstructions(args.out, {args.method: out.pop("image")}, grid, Path(args.measurements).name,
+                          maps=out, attrs={f"settings_{k}": v for k, v in job.settings.items()})
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -164,8 +159,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, choices=sorted(METHODS))
     p.add_argument("--out", required=True)
     p.add_argument("--params", help="params file whose reconstruct.<method> section overrides the defaults")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="scans per chunk")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--seed", type=int, default=0, help="seed of the random draws (posterior samples)")
+    p.add_argument("--scheduler", default="local", choices=("local", "distributed"),
+                   help="distributed: spread chunks over a dask cluster")
+    p.add_argument("--address", help="dask scheduler HOST:PORT (default: start a LocalCluster)")
+    p.add_argument("--workers", type=int, help="LocalCluster worker processes (default: dask's choice)")
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("evaluate", help="metrics JSON, per-scan CSV plots and PNG panels")

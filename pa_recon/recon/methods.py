@@ -1,12 +1,15 @@
-"""Baseline reconstructions by name, with their settings as plain dicts (as params.yaml holds them).
+"""Reconstruction methods by name, with their settings as plain dicts (as params.yaml holds them).
 
-Regularisation weights are given as ``lam_fraction`` of ``‖A‖²`` (see :func:`lam_from_fraction`), so the same
-settings suit any geometry; ``‖A‖`` is computed once per operator by the caller and passed in.
+Every method takes a :class:`Problem` (operator, data, noise level, optionally a prior) and its settings and
+returns ``{"image": (B, 1, nz, nx), <map name>: (B, 1, nz, nx), ...}``. Regularisation weights of the
+baselines are given as ``lam_fraction`` of ``‖A‖²`` (see :func:`lam_from_fraction`), so the same settings suit
+any geometry; ``‖A‖`` is computed once per operator by the caller.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,37 +20,67 @@ from pa_recon.recon.base import LinearOperator
 from pa_recon.recon.cgls import cgls
 from pa_recon.recon.tv import tv_reconstruction
 
-Method = Callable[[LinearOperator, torch.Tensor, Mapping[str, Any], float], torch.Tensor]
 
-#: Settings used when a key is absent (``lam_fraction`` multiplies ``‖A‖²``).
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "bp": {"filter": "none", "nonneg": True},
-    "cgls": {"lam_fraction": 1e-3, "n_iter": 50, "tol": 1e-6},
-    "tv": {"lam_fraction": 1e-3, "n_iter": 200, "nonneg": True},
-}
+@dataclass
+class Problem:
+    """Data ``y (B, n_el, n_samples)`` of ``op`` with per-scan noise std ``sigma (B,)``; ``op_norm`` = ‖A‖."""
 
-METHODS: dict[str, Method] = {
-    "bp": lambda op, y, s, norm: back_projection(op, y, filter=s["filter"], nonneg=s["nonneg"]),
-    "cgls": lambda op, y, s, norm: cgls(op, y, lam=s["lam_fraction"] * norm**2, n_iter=s["n_iter"],
-                                        tol=s["tol"]).image,
-    "tv": lambda op, y, s, norm: tv_reconstruction(op, y, lam=s["lam_fraction"] * norm**2, n_iter=s["n_iter"],
-                                                   nonneg=s["nonneg"], op_norm=norm).image,
+    op: LinearOperator
+    y: torch.Tensor
+    sigma: torch.Tensor
+    op_norm: float
+    prior: Any = None
+    generator: torch.Generator | None = None
+
+
+Method = Callable[[Problem, Mapping[str, Any]], dict[str, torch.Tensor]]
+
+
+def _bp(p: Problem, s: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    return {"image": back_projection(p.op, p.y, filter=s["filter"], nonneg=s["nonneg"])}
+
+
+def _cgls(p: Problem, s: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    return {"image": cgls(p.op, p.y, lam=s["lam_fraction"] * p.op_norm**2, n_iter=s["n_iter"], tol=s["tol"]).image}
+
+
+def _tv(p: Problem, s: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    result = tv_reconstruction(p.op, p.y, lam=s["lam_fraction"] * p.op_norm**2, n_iter=s["n_iter"],
+                               nonneg=s["nonneg"], op_norm=p.op_norm)
+    return {"image": result.image}
+
+
+#: name → (method, default settings, whether it needs a prior).
+REGISTRY: dict[str, tuple[Method, dict[str, Any], bool]] = {
+    "bp": (_bp, {"filter": "none", "nonneg": True}, False),
+    "cgls": (_cgls, {"lam_fraction": 1e-3, "n_iter": 50, "tol": 1e-6}, False),
+    "tv": (_tv, {"lam_fraction": 1e-3, "n_iter": 200, "nonneg": True}, False),
 }
+METHODS = tuple(REGISTRY)
+
+
+def needs_prior(method: str) -> bool:
+    """Whether ``method`` reconstructs with a learned prior."""
+    method_settings(method)
+    return REGISTRY[method][2]
 
 
 def method_settings(method: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The full settings of ``method``: its defaults updated by ``overrides`` (unknown keys are errors)."""
-    if method not in METHODS:
-        raise PAReconError(f"unknown method {method!r}; choose one of {sorted(METHODS)}", field="method")
+    if method not in REGISTRY:
+        raise PAReconError(f"unknown method {method!r}; choose one of {sorted(REGISTRY)}", field="method")
+    defaults = REGISTRY[method][1]
     overrides = dict(overrides or {})
-    unknown = sorted(set(overrides) - set(DEFAULTS[method]))
+    unknown = sorted(set(overrides) - set(defaults))
     if unknown:
-        raise PAReconError(f"unknown settings {unknown} for {method}; known: {sorted(DEFAULTS[method])}",
+        raise PAReconError(f"unknown settings {unknown} for {method}; known: {sorted(defaults)}",
                            field=f"reconstruct.{method}")
-    return {**DEFAULTS[method], **overrides}
+    return {**defaults, **overrides}
 
 
-def reconstruct(method: str, op: LinearOperator, y: torch.Tensor, settings: Mapping[str, Any],
-                op_norm: float) -> torch.Tensor:
-    """Images ``(B, *op.image_shape)`` from data ``y`` ``(B, *op.data_shape)`` by the named method."""
-    return METHODS[method](op, y, method_settings(method, settings), op_norm)
+def reconstruct(method: str, problem: Problem, settings: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """Run the named method; ``{"image": (B, 1, nz, nx), ...maps}``."""
+    full = method_settings(method, settings)
+    if REGISTRY[method][2] and problem.prior is None:
+        raise PAReconError(f"method {method!r} needs a prior (--prior PRIOR.pt)", field="prior")
+    return REGISTRY[method][0](problem, full)

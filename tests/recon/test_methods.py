@@ -2,7 +2,16 @@ import pytest
 import torch
 
 from pa_recon.errors import PAReconError
-from pa_recon.recon import back_projection, cgls, method_settings, operator_norm, reconstruct, tv_reconstruction
+from pa_recon.recon import (
+    Problem,
+    back_projection,
+    cgls,
+    method_settings,
+    needs_prior,
+    operator_norm,
+    reconstruct,
+    tv_reconstruction,
+)
 
 
 def test_named_methods_equal_the_direct_calls(dense_problem):
@@ -19,8 +28,10 @@ def test_named_methods_equal_the_direct_calls(dense_problem):
         "cgls": {"lam_fraction": 0.01, "n_iter": 7, "tol": 0.0},
         "tv": {"lam_fraction": 0.01, "n_iter": 9, "nonneg": False},
     }
+    problem = Problem(op, y, torch.full((y.shape[0],), 0.1, dtype=y.dtype), norm)
     for method, image in expected.items():
-        torch.testing.assert_close(reconstruct(method, op, y, settings[method], norm), image)
+        assert not needs_prior(method)
+        torch.testing.assert_close(reconstruct(method, problem, settings[method])["image"], image)
 
 
 def test_settings_fill_defaults_and_reject_unknown_keys():

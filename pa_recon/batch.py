@@ -1,0 +1,113 @@
+"""Reconstruction of a whole measurement file in chunks of scans, in this process or over a dask cluster.
+
+Both paths run the same :func:`reconstruct_chunk` on the same chunks with the same per-chunk seeds, so their
+results are identical. Workers read their scans from the file themselves (only paths and settings travel) and
+cache the operator per process, so the file must be readable at the same path on every worker.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pa_recon.data.hdf5io import n_scans, read_measurements
+from pa_recon.errors import PAReconError
+from pa_recon.physics import Grid, LinearArray, PATOperator
+from pa_recon.recon import Problem, method_settings, operator_norm, reconstruct
+
+
+@dataclass(frozen=True)
+class ReconJob:
+    """What to do with one measurement file: method, its settings, device, chunking seed, ‖A‖ and threads.
+
+    :func:`reconstruct_file` fills in ``op_norm`` (computed once, so every worker uses the same value) and
+    ``threads``, the torch thread count every chunk runs with: it decides how matrix products split their sums,
+    so matching it makes workers' results bitwise equal to this process's.
+    """
+
+    measurements: str
+    method: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    seed: int = 0
+    op_norm: float = 0.0
+    threads: int = 0
+
+
+@functools.lru_cache(maxsize=4)
+def _operator(grid: Grid, array: LinearArray, device: str) -> PATOperator:
+    return PATOperator(grid, array, device=device)
+
+
+def file_operator(path: str, device: str) -> PATOperator:
+    """The operator of a measurement file's geometry, built once per process."""
+    head = read_measurements(path, stop=1)
+    return _operator(Grid.from_dict(head.grid), LinearArray.from_dict(head.array), device)
+
+
+def reconstruct_chunk(job: ReconJob, start: int, stop: int) -> dict[str, np.ndarray]:
+    """Scans ``start .. stop − 1`` of the job's file: ``{"image": (n, nz, nx), <maps>: (n, nz, nx)}`` float32."""
+    if job.threads and torch.get_num_threads() != job.threads:
+        torch.set_num_threads(job.threads)
+    op = file_operator(job.measurements, job.device)
+    meas = read_measurements(job.measurements, start=start, stop=stop)
+    generator = torch.Generator(device=job.device).manual_seed(job.seed * 1_000_003 + start)
+    problem = Problem(op=op, y=torch.as_tensor(meas.data, device=job.device).float(),
+                      sigma=torch.as_tensor(meas.noise_sigma, device=job.device).float(), op_norm=job.op_norm,
+                      generator=generator)
+    out = reconstruct(job.method, problem, job.settings)
+    return {name: value[:, 0].detach().cpu().numpy().astype(np.float32) for name, value in out.items()}
+
+
+def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` ranges of at most ``size`` scans covering ``0 .. total − 1``."""
+    if size < 1:
+        raise PAReconError(f"batch size must be >= 1, got {size}", field="--batch-size")
+    return ((start, min(total, start + size)) for start in range(0, total, size))
+
+
+def reconstruct_file(job: ReconJob, batch_size: int, *, scheduler: str = "local",
+                     address: str | None = None, n_workers: int | None = None) -> dict[str, np.ndarray]:
+    """All scans of ``job.measurements``: ``{"image": (N, nz, nx), <maps>}``, chunked by ``batch_size``.
+
+    ``scheduler`` "local" runs the chunks here; "distributed" sends them to the dask scheduler at ``address``
+    (``HOST:PORT``) or, without one, to a new ``LocalCluster`` of ``n_workers`` processes. Workers use this
+    process's torch thread count, so on the same kind of CPU the results equal the local path's bit for bit.
+    """
+    method_settings(job.method, job.settings)
+    norm = operator_norm(file_operator(job.measurements, job.device), device=job.device)
+    job = replace(job, op_norm=norm, threads=torch.get_num_threads())
+    ranges = list(chunks(n_scans(job.measurements), batch_size))
+    desc = f"reconstruct {job.method}"
+    if scheduler == "local":
+        parts = [reconstruct_chunk(job, a, b) for a, b in tqdm(ranges, desc=desc, unit="chunk")]
+    elif scheduler == "distributed":
+        parts = _on_dask(job, ranges, address, n_workers, desc)
+    else:
+        raise PAReconError(f"unknown scheduler {scheduler!r} (local or distributed)", field="--scheduler")
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
+def _on_dask(job: ReconJob, ranges: list[tuple[int, int]], address: str | None, n_workers: int | None,
+             desc: str) -> list[dict[str, np.ndarray]]:
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None if address else LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                                 dashboard_address=None)
+    try:
+        with Client(address or cluster, timeout="10s") as client:
+            futures = [client.submit(reconstruct_chunk, job, a, b, pure=False) for a, b in ranges]
+            for _ in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="chunk"):
+                pass
+            return client.gather(futures)
+    except (OSError, TimeoutError) as err:
+        raise PAReconError(f"cannot reach the dask scheduler: {err}", field="--address") from None
+    finally:
+        if cluster is not None:
+            cluster.close()
