@@ -73,6 +73,28 @@ def write_per_scan_csv(path: str | os.PathLike[str], per_scan: Mapping[str, Mapp
     _atomic_text(Path(path), text.getvalue())
 
 
+def results_table(summaries: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]]) -> str:
+    """A Markdown table of PSNR and SSIM (mean ± std) with a row per test set and group, a column per method.
+
+    ``summaries`` maps a test-set name to the output of :func:`summarise`.
+    """
+    methods = list(dict.fromkeys(m for s in summaries.values() for g in s.values() for m in g))
+    lines = ["| test set | group | n | " + " | ".join(f"{m} PSNR [dB] / SSIM" for m in methods) + " |",
+             "|---|---|---|" + "---|" * len(methods)]
+    for name, summary in summaries.items():
+        for group, per_method in summary.items():
+            n = next(iter(per_method.values()))["n"]
+            cells = [f"{r['psnr']:.2f} ± {r['psnr_std']:.2f} / {r['ssim']:.3f} ± {r['ssim_std']:.3f}"
+                     if (r := per_method.get(m)) else "–" for m in methods]
+            lines.append(f"| {name} | {group} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` atomically."""
+    _atomic_text(Path(path), text)
+
+
 def save_panel(path: str | os.PathLike[str], truth: np.ndarray | None, data: np.ndarray,
                images: Mapping[str, np.ndarray], title: str, extent_mm: Sequence[float]) -> None:
     """One scan as a row of panels: truth (if known), data (elements × samples), then each method's image.

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from pa_recon.batch import ReconJob, reconstruct_file
+from pa_recon.cli.common import batches, geometry_from_params, load_params, pick_device
+from pa_recon.data.families import make_phantoms
 from pa_recon.data.hdf5io import (
     read_measurements,
     read_phantoms,
@@ -18,32 +21,37 @@ from pa_recon.data.hdf5io import (
     write_reconstructions,
 )
 from pa_recon.data.ipasc import import_ipasc
-from pa_recon.data.phantoms import VesselParams, downsample, vessel_phantoms
-from pa_recon.data.vessel_masks import VesselMaskFolder
+from pa_recon.data.phantoms import downsample
 from pa_recon.errors import PAReconError
 from pa_recon.physics import Grid, MeasurementSimulator, estimate_noise_sigma
 from pa_recon.recon import METHODS, method_settings
-from pa_recon.batch import ReconJob, reconstruct_file
-from pa_recon.cli.common import batches, geometry_from_params, load_params, pick_device
-from pa_recon.report import per_scan_metrics, save_panel, summarise, write_metrics_json, write_per_scan_csv
+from pa_recon.report import (
+    per_scan_metrics,
+    results_table,
+    save_panel,
+    summarise,
+    write_metrics_json,
+    write_per_scan_csv,
+    write_text,
+)
 
 
 def cmd_phantoms(args: argparse.Namespace) -> None:
-    """Write vessel phantoms on the simulation grid (the reconstruction grid refined ``refine`` times)."""
-    settings = load_params(args.params, "phantoms")
+    """Write one test set's phantoms on the simulation grid (the reconstruction grid refined ``refine`` times)."""
+    test_sets = load_params(args.params, "test_sets")
+    if args.set not in test_sets:
+        raise PAReconError(f"unknown test set; defined: {sorted(test_sets)}", file=args.params,
+                           field=f"test_sets.{args.set}")
+    settings = {"n": 16, "seed": 0, **test_sets[args.set]}
+    common = load_params(args.params, "phantoms")
     grid, _ = geometry_from_params(args.params)
-    fine = grid.refined(int(settings.get("refine", 2)))
-    n = int(args.n if args.n is not None else settings["n_test"])
-    seed = int(args.seed if args.seed is not None else settings["seed"])
-    source = settings.get("source", "procedural")
-    if source == "procedural":
-        images = vessel_phantoms(n, fine.nz, fine.nx, seed, VesselParams(**settings.get("vessels", {})))
-    elif source == "vessel_masks":
-        folder = VesselMaskFolder(settings["vessel_masks_dir"], split=args.split)
-        images = folder.crops(n, fine.nz, fine.nx, seed)
-    else:
-        raise PAReconError(f"unknown phantom source {source!r}", file=args.params, field="phantoms.source")
-    write_phantoms(args.out, images, fine.to_dict(), attrs={"source": source, "seed": seed, "split": args.split})
+    fine = grid.refined(int(common.get("refine", 2)))
+    images = make_phantoms(int(settings["n"]), fine.nz, fine.nx, int(settings["seed"]),
+                           source=settings.get("source", "procedural"), vessels=settings.get("vessels"),
+                           mask_dir=common.get("vessel_masks_dir"), split=settings.get("split", "val"))
+    write_phantoms(args.out, images, fine.to_dict(),
+                   attrs={"test_set": args.set, "source": settings.get("source", "procedural"),
+                          "seed": int(settings["seed"])})
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
@@ -126,14 +134,23 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                    f"scan {i} ({groups[i]}): PSNR {scores}", extent)
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    """Combine the metrics JSON of several test sets (named by their folder) into one Markdown table."""
+    summaries = {}
+    for path in map(Path, args.summaries):
+        try:
+            summaries[path.parent.name] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise PAReconError(f"cannot read metrics ({err})", file=path) from None
+    write_text(args.out, results_table(summaries))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the photoacoustic sub-commands: phantoms, simulate, reconstruct, evaluate."""
-    p = sub.add_parser("phantoms", help="write vessel phantoms (HDF5) on the simulation grid")
+    p = sub.add_parser("phantoms", help="write a test set of vessel phantoms (HDF5) on the simulation grid")
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out", required=True)
-    p.add_argument("--n", type=int, help="number of phantoms (default: phantoms.n_test)")
-    p.add_argument("--seed", type=int, help="family seed (default: phantoms.seed)")
-    p.add_argument("--split", choices=("train", "val"), default="val", help="vessel-mask split to crop from")
+    p.add_argument("--set", required=True, help="name of a test set in the params file's test_sets section")
     p.set_defaults(func=cmd_phantoms)
 
     p = sub.add_parser("simulate", help="phantoms → noisy limited-view measurements (HDF5)")
@@ -176,3 +193,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--figures", required=True, help="folder for PNG panels")
     p.add_argument("--n-figures", type=int, default=4)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="one Markdown table from the metrics JSON of several test sets")
+    p.add_argument("summaries", metavar="metrics", nargs="+",
+                   help="metrics JSON files; each is named by its parent folder")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)

@@ -14,6 +14,7 @@ from pa_recon.data.hdf5io import (
     write_phantoms,
     write_reconstructions,
 )
+from pa_recon.data.families import make_phantoms
 from pa_recon.data.ipasc import import_ipasc
 from pa_recon.data.phantoms import VesselParams, downsample, vessel_phantom, vessel_phantoms
 from pa_recon.data.spec import FileSpec, load_spec, spec_names, validate_file
@@ -31,6 +32,7 @@ __all__ = [
     "file_kind",
     "import_ipasc",
     "load_spec",
+    "make_phantoms",
     "n_scans",
     "read_measurements",
     "read_phantoms",

@@ -17,7 +17,8 @@ PARAMS = {
         "array": {"n_elements": 16, "pitch": 2e-4, "fs": 20e6, "n_samples": 64, "element_width": 1.5e-4,
                   "center_frequency": 4e6, "fractional_bandwidth": 1.2},
     },
-    "phantoms": {"source": "procedural", "n_test": 3, "seed": 5, "refine": 2, "vessels": {}},
+    "phantoms": {"refine": 2},
+    "test_sets": {"tiny": {"source": "procedural", "n": 3, "seed": 5, "vessels": {"density": 1.5}}},
     "simulate": {"snr_db": [40.0, 20.0], "seed": 1},
     "reconstruct": {"cgls": {"n_iter": 10}, "tv": {"n_iter": 20}},
 }
@@ -30,7 +31,7 @@ def run(tmp_path_factory):
     params = d / "params.yaml"
     params.write_text(yaml.safe_dump(PARAMS))
     files = {"phantoms": d / "ph.h5", "meas": d / "meas.h5"}
-    assert main(["phantoms", "--params", str(params), "--out", str(files["phantoms"])]) == 0
+    assert main(["phantoms", "--params", str(params), "--set", "tiny", "--out", str(files["phantoms"])]) == 0
     assert main(["simulate", str(files["phantoms"]), "--params", str(params), "--out", str(files["meas"]),
                  "--device", "cpu"]) == 0
     for method in ("bp", "cgls", "tv"):
@@ -95,9 +96,24 @@ def test_reconstruct_rejects_nan_data_and_leaves_no_output(run, tmp_path, capsys
 
 def test_missing_params_section_is_named(tmp_path, capsys):
     params = tmp_path / "p.yaml"
-    params.write_text(yaml.safe_dump({"geometry": PARAMS["geometry"]}))
-    assert main(["phantoms", "--params", str(params), "--out", str(tmp_path / "x.h5")]) == 2
+    params.write_text(yaml.safe_dump({"geometry": PARAMS["geometry"], "test_sets": PARAMS["test_sets"]}))
+    assert main(["phantoms", "--params", str(params), "--set", "tiny", "--out", str(tmp_path / "x.h5")]) == 2
     assert "p.yaml: phantoms: missing section" in capsys.readouterr().err
+
+
+def test_unknown_test_set_is_named(run, tmp_path, capsys):
+    _, _, params = run
+    assert main(["phantoms", "--params", str(params), "--set", "nope", "--out", str(tmp_path / "x.h5")]) == 2
+    assert "test_sets.nope" in capsys.readouterr().err
+
+
+def test_report_tables_every_set_and_group(run, tmp_path):
+    d, _, _ = run
+    out = tmp_path / "results.md"
+    assert main(["report", str(d / "report" / "metrics.json"), "--out", str(out)]) == 0
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("| test set | group | n | bp PSNR")
+    assert len(rows) == 4 and all(r.startswith("| report | snr") for r in rows[2:])
 
 
 def test_unknown_method_setting_is_rejected(run, tmp_path, capsys):
