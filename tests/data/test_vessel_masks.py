@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pa_recon.data.families import make_phantoms
+from pa_recon.data.phantoms import VesselParams, vessel_phantoms
 from pa_recon.data.vessel_masks import CropParams, VesselMaskFolder, find_mask_files, split_files
 from pa_recon.errors import PAReconError
 
@@ -104,3 +106,14 @@ def test_missing_or_empty_folder_names_the_path(tmp_path):
     with pytest.raises(PAReconError, match="no mask images") as err:
         VesselMaskFolder(tmp_path / "empty")
     assert str(tmp_path / "empty") in str(err.value)
+
+
+def test_families_dispatch_to_procedural_and_mask_sources(drive_like):
+    np.testing.assert_array_equal(make_phantoms(2, 24, 20, 3, vessels={"density": 1.5}),
+                                  vessel_phantoms(2, 24, 20, 3, VesselParams(density=1.5)))
+    np.testing.assert_array_equal(make_phantoms(2, 24, 20, 3, source="vessel_masks", mask_dir=drive_like, split="all"),
+                                  VesselMaskFolder(drive_like, split="all").crops(2, 24, 20, 3))
+    with pytest.raises(PAReconError, match="mask_dir"):
+        make_phantoms(1, 8, 8, 0, source="vessel_masks")
+    with pytest.raises(PAReconError, match="source"):
+        make_phantoms(1, 8, 8, 0, source="mri")
