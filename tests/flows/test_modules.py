@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pa_recon.errors import PAReconError
+from pa_recon.flows.subnets import ChannelNorm
 from pa_recon.flows import (
     ActNorm,
     AffineCoupling,
@@ -166,3 +167,14 @@ def test_rrdb_encoder_returns_one_map_per_scale(upscale):
     assert [tuple(f.shape) for f in feats] == [(2, 5, 32 >> s, 16 >> s) for s in (0, 1, 3)]
     with pytest.raises(PAReconError):
         enc(torch.randn(2, 3, 36 // upscale, 16 // upscale))
+
+
+def test_channel_norm_normalises_each_pixel_over_channels():
+    norm = ChannelNorm(5).double()
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.normal_()
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    mean, var = x.mean(dim=1, keepdim=True), x.var(dim=1, unbiased=False, keepdim=True)
+    expected = (x - mean) / torch.sqrt(var + norm.eps) * norm.weight[:, None, None] + norm.bias[:, None, None]
+    torch.testing.assert_close(norm(x), expected)
