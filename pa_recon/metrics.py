@@ -12,9 +12,12 @@ an array ``(B,)`` gives one range per image.
 
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
+from scipy.stats import rankdata
 
 from pa_recon.errors import PAReconError
 
@@ -115,3 +118,91 @@ def relative_error(x: ArrayLike, ref: ArrayLike) -> np.ndarray:
     if np.any(ref_norm == 0):
         raise PAReconError("a reference image is all zeros, so the relative error is undefined", field="ref")
     return np.sqrt(((xa - ra) ** 2).sum(axis=(1, 2))) / ref_norm
+
+
+# ------------------------------------------------------------------------------------------------ uncertainty
+# Inputs: a predicted ``mean`` (the estimate), its predicted pixel ``std`` (>= 0) and the ``truth``, all of one
+# image shape as above. Errors are ``mean − truth``; everything is per image, in image units where it has units.
+
+
+def _uncertainty_inputs(mean: ArrayLike, std: ArrayLike, truth: ArrayLike) -> tuple[np.ndarray, ...]:
+    m, t = _pair(mean, truth)
+    s = _as_images(std, "std")
+    if s.shape != m.shape:
+        raise PAReconError(f"std shape {s.shape} does not match image shape {m.shape}", field="std")
+    if np.any(s < 0):
+        raise PAReconError("a standard deviation is negative", field="std")
+    return m, s, t
+
+
+def calibration_bins(mean: ArrayLike, std: ArrayLike, truth: ArrayLike,
+                     n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reliability diagram of a predicted std: pixels of each image sorted by ``std`` into ``n_bins`` bins of
+    equal count (sizes differ by at most one; ties keep pixel order). Returns, each ``(B, n_bins)``: the root mean
+    predicted variance ``RMV = sqrt(mean(std²))``, the root mean squared error ``RMSE = sqrt(mean(err²))`` and the
+    pixel count of each bin. Calibrated where ``RMSE = RMV``. Squared quantities are compared, not ``|err|`` with
+    ``std`` (which differ by ``sqrt(2/π)`` even for exactly Gaussian errors).
+    """
+    m, s, t = _uncertainty_inputs(mean, std, truth)
+    n_pixels = s[0].size
+    if not (isinstance(n_bins, int) and 1 <= n_bins <= n_pixels):
+        raise PAReconError(f"must be an integer in [1, {n_pixels}], got {n_bins}", field="n_bins")
+    var, err2 = (s**2).reshape(len(s), -1), ((m - t) ** 2).reshape(len(s), -1)
+    order = np.argsort(var, axis=1, kind="stable")
+    var, err2 = np.take_along_axis(var, order, 1), np.take_along_axis(err2, order, 1)
+    bins = np.array_split(np.arange(n_pixels), n_bins)
+    rmv = np.stack([np.sqrt(var[:, b].mean(1)) for b in bins], axis=1)
+    rmse = np.stack([np.sqrt(err2[:, b].mean(1)) for b in bins], axis=1)
+    count = np.broadcast_to(np.array([len(b) for b in bins], dtype=np.float64), rmv.shape).copy()
+    return rmv, rmse, count
+
+
+def calibration_error(mean: ArrayLike, std: ArrayLike, truth: ArrayLike, n_bins: int = 10) -> np.ndarray:
+    """Expected calibration error of a predicted std, per image ``(B,)`` in image units:
+    ``Σ_k (n_k / N) |RMSE_k − RMV_k|`` over the equal-count bins of :func:`calibration_bins`. 0 is calibrated."""
+    rmv, rmse, count = calibration_bins(mean, std, truth, n_bins)
+    return (count * np.abs(rmse - rmv)).sum(1) / count.sum(1)
+
+
+def interval_coverage(mean: ArrayLike, std: ArrayLike, truth: ArrayLike, level: float = 0.95) -> np.ndarray:
+    """Fraction of pixels per image ``(B,)`` whose truth lies in the Gaussian interval ``mean ± z·std`` with
+    ``z = Φ⁻¹((1 + level)/2)`` (``level`` 0.68 → z = 0.994, 0.95 → z = 1.960); ends included. Calibrated when
+    it equals ``level``. Built from mean and std, not sample quantiles, so it needs no stored samples.
+    """
+    m, s, t = _uncertainty_inputs(mean, std, truth)
+    if not (isinstance(level, (int, float)) and 0 < level < 1):
+        raise PAReconError(f"must be in (0, 1), got {level}", field="level")
+    z = NormalDist().inv_cdf((1 + level) / 2)
+    return (np.abs(t - m) <= z * s).mean(axis=(1, 2))
+
+
+def auroc(scores: ArrayLike, labels: ArrayLike) -> float:
+    """Area under the ROC curve of ``scores`` for binary ``labels`` (any equal shapes), by ranks (Mann–Whitney U):
+    ``(R₊ − n₊(n₊ + 1)/2) / (n₊ n₋)`` with ``R₊`` the sum of the positives' ranks, ties given their average rank
+    (so a tied positive–negative pair counts ½). NaN when either class is absent.
+    """
+    s = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64).ravel()
+    y = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels).ravel()
+    if s.shape != y.shape:
+        raise PAReconError(f"{s.size} scores but {y.size} labels", field="labels")
+    if not np.all(np.isfinite(s)):
+        raise PAReconError("contains NaN or infinite values", field="scores")
+    positive = y.astype(bool)
+    n_pos = int(positive.sum())
+    n_neg = positive.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(s, method="average")
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def flag_auroc(flags: ArrayLike, estimate: ArrayLike, truth: ArrayLike, error_threshold: float = 0.2) -> np.ndarray:
+    """Per image ``(B,)``, how well a flag map ranks the pixels with a large error ``|estimate − truth| >
+    error_threshold`` (image units; 0.2 for images in [0, 1]) above the others: :func:`auroc` of ``flags``.
+    NaN for an image with no large error or no small one."""
+    f = _as_images(flags, "flags")
+    x, t = _pair(estimate, truth)
+    if f.shape != x.shape:
+        raise PAReconError(f"flag shape {f.shape} does not match image shape {x.shape}", field="flags")
+    large = np.abs(x - t) > error_threshold
+    return np.array([auroc(f[b], large[b]) for b in range(len(f))])

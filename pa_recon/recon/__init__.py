@@ -2,30 +2,57 @@
 
 Baselines: :func:`back_projection` (scaled, optionally filtered adjoint), :func:`cgls` (Tikhonov) and
 :func:`tv_reconstruction` (TV + non-negativity). Each accepts any :class:`LinearOperator`.
+
+With a learned prior (any :class:`ImagePrior`): :func:`map_image` and :func:`map_latent` (MAP in image or latent
+space), :func:`posterior_sampling` and :func:`hallucination_map` (flags of regions the data do not support).
 """
 
 from pa_recon.recon.backprojection import back_projection, least_squares_scale, ramp_filter
 from pa_recon.recon.base import LinearOperator, ReconResult, lam_from_fraction, operator_norm
 from pa_recon.recon.cgls import cgls
+from pa_recon.recon.hallucination import (
+    FlagRule,
+    HallucinationResult,
+    hallucination_map,
+    null_space_component,
+    remove_small_regions,
+)
+from pa_recon.recon.latent import map_latent
+from pa_recon.recon.map import AdamSettings, MAPResult, chi_square, map_image
 from pa_recon.recon.methods import METHODS, Problem, method_settings, needs_prior, reconstruct
+from pa_recon.recon.posterior import PosteriorResult, posterior_sampling
+from pa_recon.recon.prior_protocol import ImagePrior
 from pa_recon.recon.tv import gradient, gradient_adjoint, total_variation, tv_reconstruction
 
 __all__ = [
     "METHODS",
+    "AdamSettings",
+    "FlagRule",
+    "HallucinationResult",
+    "ImagePrior",
     "LinearOperator",
+    "MAPResult",
+    "PosteriorResult",
     "Problem",
     "ReconResult",
     "back_projection",
     "cgls",
+    "chi_square",
     "gradient",
     "gradient_adjoint",
+    "hallucination_map",
     "lam_from_fraction",
     "least_squares_scale",
+    "map_image",
+    "map_latent",
     "method_settings",
     "needs_prior",
+    "null_space_component",
     "operator_norm",
+    "posterior_sampling",
     "ramp_filter",
     "reconstruct",
+    "remove_small_regions",
     "total_variation",
     "tv_reconstruction",
 ]

@@ -1,0 +1,144 @@
+"""Hallucination flags: where an estimate shows structure that the data do not support.
+
+Three per-pixel cues, each scaled to [0, 1], for an estimate ``x̂`` (a MAP image or the posterior mean):
+
+* ``u = min(std / std_scale, 1)``: the posterior samples disagree in value;
+* ``p = |1[x̂ > t] − presence|``: the fraction of posterior samples that contradict the estimate about whether
+  there is a vessel (value above the sampler's ``presence_threshold`` ``t``) in this pixel;
+* ``n = min(|x̂_null| / null_scale, 1)``: the estimate's content that the operator does not see.
+  ``x̂_null = x̂ − z`` with ``z = argmin ‖A z − A x̂‖² + lam ‖z‖²`` (CGLS from 0, exact adjoint): ``z`` keeps the
+  singular components of ``x̂`` with ``s² ≫ lam`` and drops those with ``s² ≪ lam``, so ``x̂_null`` is the part
+  of ``x̂`` in the (numerically) unconstrained subspace, which came from the prior, not from the data.
+
+They combine by a weighted noisy-OR, ``score = 1 − (1 − w_u u)(1 − w_p p)(1 − w_n n)``: one strong cue is enough
+and weak cues add up; a weight of 0 drops a cue. The mask is ``score ≥ threshold`` minus 8-connected regions of
+fewer than ``min_size`` pixels (isolated specks; an opening would also erase one-pixel-wide vessels).
+
+Samples whose data misfit is far from the noise level were already rejected by
+:func:`~pa_recon.recon.posterior.posterior_sampling`. Per scan, a reduced misfit of the mean above
+``chi2_mean_max`` or an accepted fraction below ``min_accepted`` flags the whole scan: the data are out of the
+prior's distribution, or the model or ``σ`` is wrong, and the pixel map should not be trusted there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from pa_recon.errors import PAReconError
+from pa_recon.recon.base import LinearOperator, check_number, operator_norm, require
+from pa_recon.recon.cgls import cgls
+from pa_recon.recon.posterior import PosteriorResult
+
+
+@dataclass(frozen=True)
+class FlagRule:
+    """Scales, weights and thresholds of the combination rule in the module notes.
+
+    Defaults suit images in [0, 1] (the phantoms' range): a cue reaches 1 at 0.2, the size of error that the
+    AUROC metric counts as large, so a single cue at half of that (std or unseen content of 0.1) or half of the
+    samples contradicting the estimate reaches the 0.5 threshold. ``weights`` are for (std, presence, null space).
+    The null space is computed with ``lam = null_lam_fraction · ‖A‖²`` in ``null_iter`` CGLS iterations.
+    """
+
+    std_scale: float = 0.2
+    null_scale: float = 0.2
+    weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    threshold: float = 0.5
+    min_size: int = 4
+    chi2_mean_max: float = 1.5
+    min_accepted: float = 0.5
+    null_lam_fraction: float = 1e-3
+    null_iter: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("std_scale", "null_scale"):
+            require(check_number(getattr(self, name), name) > 0, "must be positive", name)
+        require(len(self.weights) == 3 and all(0 <= check_number(w, "weights") <= 1 for w in self.weights),
+                "expected three weights in [0, 1]", "weights")
+        require(0 <= check_number(self.threshold, "threshold") <= 1, "must be in [0, 1]", "threshold")
+        require(isinstance(self.min_size, int) and self.min_size >= 0, "must be an integer >= 0", "min_size")
+        check_number(self.chi2_mean_max, "chi2_mean_max")
+        require(0 <= check_number(self.min_accepted, "min_accepted") <= 1, "must be in [0, 1]", "min_accepted")
+        check_number(self.null_lam_fraction, "null_lam_fraction")
+        require(isinstance(self.null_iter, int) and self.null_iter >= 1, "must be an integer >= 1", "null_iter")
+
+
+class HallucinationResult(NamedTuple):
+    """``score`` in [0, 1] and ``mask`` (bool), both ``(B, *image_shape)``; ``null_space`` the estimate's unseen
+    part ``x̂_null`` (image units, signed); ``scan_flag`` ``(B,)`` bool, ``chi2_mean`` and ``accepted_fraction``
+    ``(B,)``, the per-scan evidence behind it."""
+
+    score: torch.Tensor
+    mask: torch.Tensor
+    null_space: torch.Tensor
+    scan_flag: torch.Tensor
+    chi2_mean: torch.Tensor
+    accepted_fraction: torch.Tensor
+
+
+def _check_images(op: LinearOperator, x: object, field: str) -> torch.Tensor:
+    if not (isinstance(x, torch.Tensor) and x.is_floating_point()):
+        raise PAReconError("expected a floating-point tensor", field=field)
+    require(tuple(x.shape[1:]) == tuple(op.image_shape),
+            f"expected shape (batch, {', '.join(map(str, op.image_shape))}), got {tuple(x.shape)}", field)
+    require(bool(torch.isfinite(x).all()), "contains NaN or infinite values", field)
+    return x.detach()
+
+
+def null_space_component(op: LinearOperator, x: torch.Tensor, *, lam: float, n_iter: int = 100) -> torch.Tensor:
+    """``x − z`` with ``z = argmin ‖A z − A x‖² + lam ‖z‖²`` (CGLS from 0): the part of images ``x``
+    ``(B, *op.image_shape)`` that the data cannot constrain; ``lam`` in (data / image units)²."""
+    x = _check_images(op, x, "x")
+    with torch.no_grad():
+        return x - cgls(op, op(x), lam=lam, n_iter=n_iter, tol=1e-6).image
+
+
+def remove_small_regions(mask: torch.Tensor, min_size: int) -> torch.Tensor:
+    """``mask`` ``(..., nz, nx)`` (bool) without the 8-connected regions of fewer than ``min_size`` pixels in each
+    image. Runs on the CPU (scipy) and returns a tensor on ``mask``'s device."""
+    m = mask.detach().cpu().numpy().astype(bool)
+    out = np.zeros_like(m)
+    for index in np.ndindex(m.shape[:-2]):
+        labels, _ = ndimage.label(m[index], structure=np.ones((3, 3), dtype=bool))
+        keep = np.bincount(labels.ravel()) >= min_size
+        keep[0] = False
+        out[index] = keep[labels]
+    return torch.from_numpy(out).to(mask.device)
+
+
+def hallucination_map(
+    op: LinearOperator,
+    estimate: torch.Tensor,
+    posterior: PosteriorResult,
+    rule: FlagRule = FlagRule(),
+    *,
+    op_norm: float | None = None,
+) -> HallucinationResult:
+    """Flag map of ``estimate`` ``(B, *op.image_shape)`` from the posterior samples of the same scans.
+
+    Follows the rule in the module notes; ``op_norm`` is ‖A‖ if known (else estimated by power iteration). The
+    presence cue is left out when ``posterior.presence`` is ``None``. Costs ``rule.null_iter`` forward-adjoint
+    pairs (plus the norm estimate) and one CPU pass for the region filter.
+    """
+    x = _check_images(op, estimate, "estimate")
+    require(x.shape == posterior.mean.shape, f"estimate {tuple(x.shape)} and posterior mean "
+            f"{tuple(posterior.mean.shape)} differ in shape", "estimate")
+    w_std, w_presence, w_null = rule.weights
+    norm = operator_norm(op, dtype=x.dtype, device=x.device) if op_norm is None else check_number(op_norm, "op_norm")
+    null = null_space_component(op, x, lam=rule.null_lam_fraction * norm**2, n_iter=rule.null_iter)
+    # Noisy-OR: the chance that no cue fires is the product of the chances that each does not.
+    quiet = 1 - w_std * (posterior.std / rule.std_scale).clamp(max=1)
+    quiet = quiet * (1 - w_null * (null.abs() / rule.null_scale).clamp(max=1))
+    if posterior.presence is not None and posterior.presence_threshold is not None:
+        shows_vessel = (x > posterior.presence_threshold).to(x.dtype)
+        quiet = quiet * (1 - w_presence * (shows_vessel - posterior.presence).abs())
+    score = 1 - quiet
+    mask = remove_small_regions(score >= rule.threshold, rule.min_size)
+    accepted = posterior.accepted.to(x.dtype).mean(1)
+    scan_flag = (posterior.chi2_mean > rule.chi2_mean_max) | (accepted < rule.min_accepted)
+    return HallucinationResult(score, mask, null, scan_flag, posterior.chi2_mean, accepted)

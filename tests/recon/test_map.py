@@ -1,0 +1,186 @@
+"""Image-space MAP against the closed-form linear-Gaussian MAP, stopping rules, batching and bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from gaussian_prior import GaussianPrior, gaussian_case, gaussian_posterior
+
+from pa_recon.errors import PAReconError
+from pa_recon.metrics import relative_error
+from pa_recon.physics.geometry import Grid, LinearArray
+from pa_recon.physics.operator import PATOperator
+from pa_recon.recon import AdamSettings, ImagePrior, back_projection, cgls, chi_square, map_image
+from pa_recon.recon.prior_protocol import check_prior
+
+CONVERGE = AdamSettings(steps=1000, lr=3e-2, lr_decay=0.01, tau=None)
+
+
+def objective(case, x: torch.Tensor, y: torch.Tensor | None = None, prior=None) -> torch.Tensor:
+    """½‖A x − y‖²/σ² + NLL(x) per scan (marginal prior)."""
+    r = case.op(x) - (case.y if y is None else y)
+    return 0.5 * (r * r).flatten(1).sum(1) / case.sigma**2 + (prior or case.prior).nll(x)
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.3, 3.0])
+def test_map_matches_the_closed_form_with_per_scan_sigma(dense_op, lam):
+    case = gaussian_case(dense_op, [0.05, 0.1, 0.2])
+    result = map_image(case.op, case.y, case.sigma, case.prior, lam=lam, settings=CONVERGE)
+    # λ·NLL of N(μ, Σ) is the NLL of N(μ, Σ/λ) up to a constant.
+    expected, _ = gaussian_posterior(case.op.matrix, case.y, case.sigma, case.mean, case.cov / lam)
+    torch.testing.assert_close(result.image.flatten(1), expected, rtol=0, atol=1e-6)
+    assert result.stopped == ("max_steps",) * 3 and result.latents is None
+    assert torch.equal(result.steps, torch.full((3,), 1000))
+
+
+def test_conditional_prior_is_conditioned_on_the_data(dense_op):
+    case = gaussian_case(dense_op, [0.1, 0.1], conditional=True)
+    cond = case.prior.condition(case.op, case.y)
+    result = map_image(case.op, case.y, case.sigma, case.prior, settings=CONVERGE)
+    # Prior N(c, C) with c the posterior mean: the MAP is the posterior of that prior.
+    expected, _ = gaussian_posterior(case.op.matrix, case.y, case.sigma, cond.flatten(1), case.post_cov[0])
+    torch.testing.assert_close(result.image.flatten(1), expected, rtol=0, atol=1e-6)
+
+
+def test_history_starts_at_the_back_projection_and_the_objective_decreases(dense_op):
+    case = gaussian_case(dense_op, [0.05, 0.1, 0.2])
+    result = map_image(case.op, case.y, case.sigma, case.prior, settings=AdamSettings(steps=300, lr=3e-2, tau=None))
+    start = back_projection(case.op, case.y, nonneg=True)
+    torch.testing.assert_close(result.history[0], objective(case, start), rtol=1e-12, atol=0)
+    torch.testing.assert_close(result.history[-1], objective(case, result.image), rtol=1e-12, atol=0)
+    assert result.history.shape == (301, 3)
+    assert torch.all(result.history[-1] < result.history[0])
+    assert torch.all(result.history[-50:].max(0).values - result.history[-50:].min(0).values < 1e-3)
+    optimum = objective(case, case.post_mean.reshape(3, 1, 4, 5))
+    assert torch.all(result.history[-1] >= optimum - 1e-9)
+
+
+def test_start_at_the_prior_centre(dense_op):
+    case = gaussian_case(dense_op, [0.1])
+    result = map_image(case.op, case.y, case.sigma, case.prior, x0="prior", settings=AdamSettings(steps=0))
+    torch.testing.assert_close(result.image.flatten(1), case.mean[None], rtol=0, atol=0)
+    assert result.history.shape == (1, 1) and result.stopped == ("max_steps",)
+
+
+def test_discrepancy_principle_stops_each_scan_on_its_own(dense_op):
+    # True noise 0.1. Stated σ = 1: the start already fits. σ = 0.1: reached on the way. σ = 0.01: never.
+    case = gaussian_case(dense_op, [1.0, 0.1, 0.01], noise=0.1)
+    settings = AdamSettings(steps=300, lr=3e-2, tau=1.0, check_every=7)
+    result = map_image(case.op, case.y, case.sigma, case.prior, settings=settings)
+    assert result.stopped == ("discrepancy", "discrepancy", "max_steps")
+    assert result.steps[0] == 0 and 0 < result.steps[1] < 300 and result.steps[2] == 300
+    torch.testing.assert_close(result.image[0], back_projection(case.op, case.y, nonneg=True)[0], rtol=0, atol=0)
+    chi2 = chi_square(case.op, result.image, case.y, case.sigma)
+    assert chi2[0] <= 1 and chi2[1] <= 1 and chi2[2] > 1
+    # The step before the stop did not fit yet: the first fitting iterate is returned.
+    alone = map_image(case.op, case.y[1:2], case.sigma[1:2], case.prior,
+                      settings=AdamSettings(steps=int(result.steps[1]) - 1, lr=3e-2, tau=None))
+    assert chi_square(case.op, alone.image, case.y[1:2], case.sigma[1:2]) > 1
+    # A stopped scan is frozen while the others go on: each result equals its solo run.
+    for b in range(3):
+        solo = map_image(case.op, case.y[b:b + 1], case.sigma[b:b + 1], case.prior, settings=settings)
+        torch.testing.assert_close(solo.image, result.image[b:b + 1], rtol=0, atol=1e-12)
+        assert solo.stopped[0] == result.stopped[b]
+
+
+def test_loop_ends_at_the_first_check_after_all_scans_stopped(dense_op):
+    case = gaussian_case(dense_op, [0.1, 0.1], noise=0.1)
+    for check_every in (1, 10):
+        result = map_image(case.op, case.y, case.sigma, case.prior,
+                           settings=AdamSettings(steps=300, lr=3e-2, check_every=check_every))
+        last_stop = int(result.steps.max())
+        assert result.stopped == ("discrepancy",) * 2
+        assert last_stop < result.history.shape[0] <= last_stop + check_every + 1
+
+
+class BoundedPrior(GaussianPrior):
+    """The Gaussian stand-in, undefined (NaN) for images with a pixel above ``limit``."""
+
+    limit = 2.0
+
+    def nll(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        value = super().nll(x, cond)
+        return torch.where(x.flatten(1).max(1).values > self.limit, torch.nan, value)
+
+
+def test_a_scan_whose_objective_turns_nan_keeps_its_last_finite_iterate(dense_op):
+    case = gaussian_case(dense_op, [0.1, 0.1])
+    prior = BoundedPrior(case.mean, case.prior.chol, case.prior.image_shape, case.prior.latent_shapes())
+    y = case.y.clone()
+    y[0] = case.op(torch.full_like(case.x[:1], 5.0))[0]  # pulls scan 0 far above the limit
+    start = torch.full_like(case.x, 0.5)
+    result = map_image(case.op, y, case.sigma, prior, x0=start, settings=AdamSettings(steps=200, lr=3e-2, tau=None))
+    assert result.stopped == ("diverged", "max_steps")
+    assert result.image[0].max() <= prior.limit and 0 < result.steps[0] < 200
+    assert not torch.isfinite(result.history[:, 0]).all() and torch.isfinite(result.history[:, 1]).all()
+    # After the NaN step the history goes on at the restored iterate.
+    torch.testing.assert_close(result.history[-1], objective(case, result.image, y, prior), rtol=1e-12, atol=0)
+
+
+def test_the_stand_in_satisfies_the_protocol(dense_op):
+    case = gaussian_case(dense_op, [0.1])
+    assert isinstance(case.prior, ImagePrior)
+    with pytest.raises(PAReconError, match="prior"):
+        check_prior(object())
+    with pytest.raises(PAReconError, match="conditional"):
+        check_prior(case.prior, conditional=True)
+
+
+def test_inputs_are_not_mutated(dense_op):
+    case = gaussian_case(dense_op, [0.05, 0.1])
+    x0 = torch.full_like(case.x, 0.4)
+    before = [t.clone() for t in (case.y, case.sigma, x0, case.mean, case.prior.chol)]
+    result = map_image(case.op, case.y, case.sigma, case.prior, x0=x0, settings=AdamSettings(steps=20))
+    for t, b in zip((case.y, case.sigma, x0, case.mean, case.prior.chol), before):
+        assert torch.equal(t, b)
+    assert result.image.data_ptr() != x0.data_ptr()
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda c: {"y": torch.where(c.y > 0, torch.nan, c.y)}, "y"),
+    (lambda c: {"y": c.y[..., :-1]}, "y"),
+    (lambda c: {"sigma": torch.tensor([0.1, 0.0])}, "sigma"),
+    (lambda c: {"sigma": -1.0}, "sigma"),
+    (lambda c: {"sigma": torch.tensor([0.1, 0.1, 0.1])}, "sigma"),
+    (lambda c: {"sigma": "0.1"}, "sigma"),
+    (lambda c: {"x0": c.x[:1]}, "x0"),
+    (lambda c: {"x0": c.x[..., :-1]}, "x0"),
+    (lambda c: {"x0": "zeros"}, "x0"),
+    (lambda c: {"prior": object()}, "prior"),
+    (lambda c: {"lam": -1.0}, "lam"),
+])
+def test_bad_inputs_raise(dense_op, change, field):
+    case = gaussian_case(dense_op, [0.1, 0.1])
+    kwargs = {"y": case.y, "sigma": case.sigma, "prior": case.prior, **change(case)}
+    with pytest.raises(PAReconError, match=field):
+        map_image(case.op, kwargs.pop("y"), kwargs.pop("sigma"), kwargs.pop("prior"), **kwargs)
+
+
+@pytest.mark.parametrize("settings, field", [
+    ({"steps": -1}, "steps"), ({"steps": 2.5}, "steps"), ({"lr": 0.0}, "lr"), ({"lr_decay": 0.0}, "lr_decay"),
+    ({"lr_decay": 2.0}, "lr_decay"), ({"tau": -1.0}, "tau"), ({"check_every": 0}, "check_every"),
+])
+def test_bad_settings_raise(settings, field):
+    with pytest.raises(PAReconError, match=field):
+        AdamSettings(**settings)
+
+
+def test_on_the_pat_operator_a_white_gaussian_prior_gives_tikhonov():
+    """float32, 16 × 16 grid, 16 elements: prior N(0, s² I) makes the MAP the CGLS solution with lam = σ²/s²."""
+    dx = 1e-4
+    op = PATOperator(Grid(nx=16, nz=16, dx=dx), LinearArray.uniform(16, pitch=dx, fs=1500.0 / dx, n_samples=64))
+    x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    y = op(x)
+    sigma = 0.02 * y.abs().amax((1, 2))
+    y = y + sigma[:, None, None] * torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+    s = 0.1
+    prior = GaussianPrior(torch.zeros(256), s * torch.eye(256), (1, 16, 16), [(1, 16, 16)])
+    result = map_image(op, y, sigma, prior, settings=AdamSettings(steps=300, lr=5e-2, lr_decay=0.01, tau=None))
+    assert result.image.dtype == torch.float32
+    for b in range(2):
+        expected = cgls(op, y[b:b + 1], lam=float(sigma[b] / s) ** 2, n_iter=100, tol=1e-6).image
+        assert relative_error(result.image[b:b + 1], expected)[0] < 2e-2
+    # A weaker prior lets the data be fitted to the noise level: the discrepancy principle ends the run early.
+    weak = GaussianPrior(torch.zeros(256), 0.5 * torch.eye(256), (1, 16, 16), [(1, 16, 16)])
+    stopped = map_image(op, y, sigma, weak)
+    assert stopped.stopped == ("discrepancy",) * 2 and torch.all(stopped.steps < 300)

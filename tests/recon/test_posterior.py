@@ -1,0 +1,122 @@
+"""Posterior sampling with the exact conditional Gaussian stand-in: moments and χ² against the analytic posterior,
+chunked moment merging, rejection by data consistency, and bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from gaussian_prior import GaussianPrior, gaussian_case
+
+from pa_recon.errors import PAReconError
+from pa_recon.recon import chi_square, posterior_sampling
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture
+def case(dense_op):
+    """Three scans, σ = 0.05: a well-posed problem whose conditional prior is the exact posterior."""
+    return gaussian_case(dense_op, [0.05] * 3, conditional=True)
+
+
+def test_moments_and_data_consistency_match_the_analytic_posterior(case):
+    n = 2000
+    result = posterior_sampling(case.op, case.y, case.sigma, case.prior, n_samples=n, chunk=300, chi2_tol=None,
+                                generator=seeded())
+    std = torch.sqrt(torch.diagonal(case.post_cov, dim1=1, dim2=2))
+    # Monte-Carlo errors: std/√N for the mean, about std/√(2N) for the std; 5 standard errors.
+    assert torch.all((result.mean.flatten(1) - case.post_mean).abs() <= 5 * std / n**0.5)
+    assert torch.all((result.std.flatten(1) - std).abs() <= 5 * std / (2 * n) ** 0.5)
+    # E χ²_i = (‖A m − y‖² + tr(A C Aᵀ)) / (σ² M) for samples of N(m, C).
+    m = case.post_mean.reshape(3, 1, 4, 5)
+    trace = torch.einsum("ij,bjk,ik->b", case.op.matrix, case.post_cov, case.op.matrix)
+    expected = chi_square(case.op, m, case.y, case.sigma) + trace / (case.sigma**2 * 36)
+    chi2 = result.chi2
+    assert chi2.shape == (3, n) and result.accepted.all()
+    assert torch.all((chi2.mean(1) - expected).abs() <= 5 * chi2.std(1) / n**0.5)
+    assert abs(float(chi2.mean()) - 1) < 0.3
+    torch.testing.assert_close(result.chi2_mean, chi_square(case.op, result.mean, case.y, case.sigma))
+    assert result.samples is None
+
+
+def test_chunked_moments_equal_those_of_the_kept_samples(case):
+    result = posterior_sampling(case.op, case.y, case.sigma, case.prior, n_samples=10, chunk=3, chi2_tol=None,
+                                presence_threshold=0.5, keep=10, generator=seeded())
+    s = result.samples
+    assert s.shape == (3, 10, 1, 4, 5)
+    torch.testing.assert_close(result.mean, s.mean(1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(result.std, s.std(1), rtol=0, atol=1e-12)
+    torch.testing.assert_close(result.presence, (s > 0.5).double().mean(1), rtol=0, atol=1e-12)
+    chi2 = chi_square(case.op, s.flatten(0, 1), case.y.repeat_interleave(10, 0), case.sigma.repeat_interleave(10))
+    torch.testing.assert_close(result.chi2, chi2.view(3, 10), rtol=0, atol=1e-12)
+    partial = posterior_sampling(case.op, case.y, case.sigma, case.prior, n_samples=10, chunk=3, keep=4,
+                                 generator=seeded())
+    torch.testing.assert_close(partial.samples, s[:, :4], rtol=0, atol=0)
+
+
+def test_samples_far_from_the_noise_level_are_rejected(case):
+    # Tempered samples spread 1.6× too wide: some stay consistent, many do not.
+    result = posterior_sampling(case.op, case.y, case.sigma, case.prior, n_samples=40, chunk=16, temperature=1.6,
+                                chi2_tol=0.5, keep=40, generator=seeded())
+    ok = result.accepted
+    assert torch.equal(ok, (result.chi2 - 1).abs() <= 0.5)
+    assert 0.1 < ok.double().mean() < 0.9 and ok.any(1).all()
+    w = ok.double()[..., None, None, None]
+    count = w.sum(1)
+    mean = (w * result.samples).sum(1) / count
+    var = (w * (result.samples - mean[:, None]) ** 2).sum(1) / (count - 1)
+    presence = (w * (result.samples > 0.2)).sum(1) / count
+    torch.testing.assert_close(result.mean, mean, rtol=0, atol=1e-12)
+    torch.testing.assert_close(result.std, var.sqrt(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(result.presence, presence, rtol=0, atol=1e-12)
+
+
+def test_a_scan_without_consistent_samples_falls_back_to_all_and_shows_a_bad_mean_misfit(case):
+    shifted = GaussianPrior(case.mean, case.prior.chol, case.prior.image_shape, case.prior.latent_shapes(),
+                            lambda data: case.prior.condition_fn(data) + 1.0)
+    result = posterior_sampling(case.op, case.y, case.sigma, shifted, n_samples=12, chunk=5, keep=12,
+                                generator=seeded())
+    assert not result.accepted.any()
+    torch.testing.assert_close(result.mean, result.samples.mean(1), rtol=0, atol=1e-12)
+    assert torch.all(result.chi2_mean > 10)
+
+
+def test_same_seed_same_draws(case):
+    runs = [posterior_sampling(case.op, case.y, case.sigma, case.prior, n_samples=6, generator=seeded(s))
+            for s in (4, 4, 5)]
+    assert torch.equal(runs[0].mean, runs[1].mean) and not torch.equal(runs[0].mean, runs[2].mean)
+
+
+def test_inputs_are_not_mutated(case):
+    before = [t.clone() for t in (case.y, case.sigma, case.prior.chol)]
+    posterior_sampling(case.op, case.y, case.sigma, case.prior, n_samples=4, generator=seeded())
+    assert all(torch.equal(t, b) for t, b in zip((case.y, case.sigma, case.prior.chol), before))
+
+
+def test_a_marginal_prior_is_refused(dense_op):
+    marginal = gaussian_case(dense_op, [0.1])
+    with pytest.raises(PAReconError, match="conditional"):
+        posterior_sampling(marginal.op, marginal.y, marginal.sigma, marginal.prior)
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"n_samples": 0}, "n_samples"), ({"chunk": 0}, "chunk"), ({"keep": 9}, "keep"),
+    ({"temperature": -1.0}, "temperature"), ({"chi2_tol": -0.1}, "chi2_tol"),
+    ({"presence_threshold": float("nan")}, "presence_threshold"),
+])
+def test_bad_settings_raise(case, change, field):
+    with pytest.raises(PAReconError, match=field):
+        posterior_sampling(case.op, case.y, case.sigma, case.prior, **{"n_samples": 8, **change})
+
+
+@pytest.mark.parametrize("y, sigma, field", [
+    (lambda c: torch.full_like(c.y, torch.nan), lambda c: c.sigma, "y"),
+    (lambda c: c.y[:, :2], lambda c: c.sigma, "y"),
+    (lambda c: c.y, lambda c: torch.zeros(3, dtype=torch.float64), "sigma"),
+    (lambda c: c.y, lambda c: c.sigma[:2], "sigma"),
+])
+def test_bad_data_raise(case, y, sigma, field):
+    with pytest.raises(PAReconError, match=field):
+        posterior_sampling(case.op, y(case), sigma(case), case.prior)
