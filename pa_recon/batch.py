@@ -1,8 +1,9 @@
 """Reconstruction of a whole measurement file in chunks of scans, in this process or over a dask cluster.
 
 Both paths run the same :func:`reconstruct_chunk` on the same chunks with the same per-chunk seeds, so their
-results are identical. Workers read their scans from the file themselves (only paths and settings travel) and
-cache the operator per process, so the file must be readable at the same path on every worker.
+results are identical. Workers read their scans and the prior from files themselves (only paths and settings
+travel) and cache operator and prior per process, so the files must be readable at the same paths on every
+worker.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from tqdm import tqdm
 from pa_recon.data.hdf5io import n_scans, read_measurements
 from pa_recon.errors import PAReconError
 from pa_recon.physics import Grid, LinearArray, PATOperator
-from pa_recon.recon import Problem, method_settings, operator_norm, reconstruct
+from pa_recon.priors import FlowPrior, check_geometry, load_prior
+from pa_recon.recon import Problem, method_settings, needs_prior, operator_norm, reconstruct
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class ReconJob:
     seed: int = 0
     op_norm: float = 0.0
     threads: int = 0
+    prior: str | None = None
+    allow_geometry_mismatch: bool = False
 
 
 @functools.lru_cache(maxsize=4)
@@ -51,6 +55,22 @@ def file_operator(path: str, device: str) -> PATOperator:
     return _operator(Grid.from_dict(head.grid), LinearArray.from_dict(head.array), device)
 
 
+@functools.lru_cache(maxsize=4)
+def _prior(path: str, device: str) -> FlowPrior:
+    return load_prior(path, map_location=device)
+
+
+def job_prior(job: ReconJob, op: PATOperator) -> FlowPrior | None:
+    """The job's prior (loaded once per process), checked against the operator's geometry; None without one."""
+    if needs_prior(job.method) and job.prior is None:
+        raise PAReconError(f"method {job.method!r} needs a prior", field="--prior")
+    if job.prior is None:
+        return None
+    prior = _prior(job.prior, job.device)
+    check_geometry(prior, op.grid, op.array, allow_mismatch=job.allow_geometry_mismatch)
+    return prior
+
+
 def reconstruct_chunk(job: ReconJob, start: int, stop: int) -> dict[str, np.ndarray]:
     """Scans ``start .. stop − 1`` of the job's file: ``{"image": (n, nz, nx), <maps>: (n, nz, nx)}`` float32."""
     if job.threads and torch.get_num_threads() != job.threads:
@@ -60,7 +80,7 @@ def reconstruct_chunk(job: ReconJob, start: int, stop: int) -> dict[str, np.ndar
     generator = torch.Generator(device=job.device).manual_seed(job.seed * 1_000_003 + start)
     problem = Problem(op=op, y=torch.as_tensor(meas.data, device=job.device).float(),
                       sigma=torch.as_tensor(meas.noise_sigma, device=job.device).float(), op_norm=job.op_norm,
-                      generator=generator)
+                      prior=job_prior(job, op), generator=generator)
     out = reconstruct(job.method, problem, job.settings)
     return {name: value[:, 0].detach().cpu().numpy().astype(np.float32) for name, value in out.items()}
 
@@ -81,7 +101,9 @@ def reconstruct_file(job: ReconJob, batch_size: int, *, scheduler: str = "local"
     process's torch thread count, so on the same kind of CPU the results equal the local path's bit for bit.
     """
     method_settings(job.method, job.settings)
-    norm = operator_norm(file_operator(job.measurements, job.device), device=job.device)
+    op = file_operator(job.measurements, job.device)
+    job_prior(job, op)
+    norm = operator_norm(op, device=job.device)
     job = replace(job, op_norm=norm, threads=torch.get_num_threads())
     ranges = list(chunks(n_scans(job.measurements), batch_size))
     desc = f"reconstruct {job.method}"

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pa_recon.cli import pat
+from pa_recon.cli import pat, priors
 from pa_recon.errors import PAReconError
 
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pa-recon", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     pat.register(sub)
+    priors.register(sub)
     return parser
 
 

@@ -95,12 +95,16 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     """Reconstruct every scan of a measurement file with one method, in chunks, here or on a dask cluster."""
     overrides = load_params(args.params, "reconstruct").get(args.method, {}) if args.params else {}
     job = ReconJob(args.measurements, args.method, method_settings(args.method, overrides),
-                   device=str(pick_device(args.device)), seed=args.seed)
+                   device=str(pick_device(args.device)), seed=args.seed, prior=args.prior,
+                   allow_geometry_mismatch=args.allow_geometry_mismatch)
     out = reconstruct_file(job, args.batch_size, scheduler=args.scheduler, address=args.address,
                            n_workers=args.workers)
+    name = args.name or args.method
     grid = read_measurements(args.measurements, stop=1).grid
-    write_reconstructions(args.out, {args.method: out.pop("image")}, grid, Path(args.measurements).name,
-                          maps=out, attrs={f"settings_{k}": v for k, v in job.settings.items()})
+    attrs = {"method": args.method, "prior": Path(args.prior).name if args.prior else "",
+             **{f"settings_{k}": str(v) for k, v in job.settings.items()}}
+    write_reconstructions(args.out, {name: out.pop("image")}, grid, Path(args.measurements).name,
+                          maps={f"{name}_{k}": v for k, v in out.items()}, attrs=attrs)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -176,6 +180,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, choices=sorted(METHODS))
     p.add_argument("--out", required=True)
     p.add_argument("--params", help="params file whose reconstruct.<method> section overrides the defaults")
+    p.add_argument("--prior", help="prior file (.pt) for the methods that need one")
+    p.add_argument("--allow-geometry-mismatch", action="store_true",
+                   help="use a prior trained for another pixel size or array (warns)")
+    p.add_argument("--name", help="name of the reconstruction in the output (default: the method)")
     p.add_argument("--batch-size", type=int, default=16, help="scans per chunk")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seed", type=int, default=0, help="seed of the random draws (posterior samples)")

@@ -18,6 +18,10 @@ from pa_recon.errors import PAReconError
 from pa_recon.recon.backprojection import back_projection
 from pa_recon.recon.base import LinearOperator
 from pa_recon.recon.cgls import cgls
+from pa_recon.recon.hallucination import FlagRule, hallucination_map
+from pa_recon.recon.latent import map_latent
+from pa_recon.recon.map import AdamSettings, map_image
+from pa_recon.recon.posterior import posterior_sampling
 from pa_recon.recon.tv import tv_reconstruction
 
 
@@ -50,11 +54,42 @@ def _tv(p: Problem, s: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return {"image": result.image}
 
 
-#: name → (method, default settings, whether it needs a prior).
+def _adam(s: Mapping[str, Any]) -> AdamSettings:
+    return AdamSettings(**{k: s[k] for k in ("steps", "lr", "lr_decay", "tau", "check_every")})
+
+
+def _map(p: Problem, s: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    return {"image": map_image(p.op, p.y, p.sigma, p.prior, lam=s["lam"], x0=s["init"], settings=_adam(s)).image}
+
+
+def _map_latent(p: Problem, s: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    return {"image": map_latent(p.op, p.y, p.sigma, p.prior, settings=_adam(s)).image}
+
+
+def _posterior(p: Problem, s: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    post = posterior_sampling(p.op, p.y, p.sigma, p.prior, n_samples=s["n_samples"], temperature=s["temperature"],
+                              chunk=s["chunk"], chi2_tol=s["chi2_tol"], presence_threshold=s["presence_threshold"],
+                              generator=p.generator)
+    rule = FlagRule(std_scale=s["std_scale"], null_scale=s["null_scale"], weights=tuple(s["weights"]),
+                    threshold=s["threshold"], min_size=s["min_size"])
+    flags = hallucination_map(p.op, post.mean, post, rule, op_norm=p.op_norm)
+    return {"image": post.mean, "std": post.std, "presence": post.presence, "flag_score": flags.score,
+            "flags": flags.mask.to(post.mean.dtype)}
+
+
+_ADAM = {"steps": 500, "lr": 1e-2, "lr_decay": 0.1, "tau": 1.0, "check_every": 10}
+
+#: name → (method, default settings, whether it needs a prior). The prior methods work with a marginal or a
+#: conditional prior alike (the prior decides); ``posterior`` needs a conditional one.
 REGISTRY: dict[str, tuple[Method, dict[str, Any], bool]] = {
     "bp": (_bp, {"filter": "none", "nonneg": True}, False),
     "cgls": (_cgls, {"lam_fraction": 1e-3, "n_iter": 50, "tol": 1e-6}, False),
     "tv": (_tv, {"lam_fraction": 1e-3, "n_iter": 200, "nonneg": True}, False),
+    "map": (_map, {"lam": 1.0, "init": "backprojection", **_ADAM}, True),
+    "map_latent": (_map_latent, {**_ADAM, "lr": 5e-2}, True),
+    "posterior": (_posterior, {"n_samples": 32, "temperature": 1.0, "chunk": 8, "chi2_tol": 0.5,
+                               "presence_threshold": 0.2, "std_scale": 0.2, "null_scale": 0.2,
+                               "weights": [1.0, 1.0, 1.0], "threshold": 0.5, "min_size": 4}, True),
 }
 METHODS = tuple(REGISTRY)
 
