@@ -19,7 +19,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pa_recon.metrics import psnr, relative_error, ssim  # noqa: E402
+from pa_recon.metrics import (  # noqa: E402
+    calibration_error,
+    flag_auroc,
+    interval_coverage,
+    psnr,
+    relative_error,
+    ssim,
+)
 
 DATA_RANGE = 1.0
 METRICS = {
@@ -29,20 +36,37 @@ METRICS = {
 }
 
 
-def per_scan_metrics(truth: np.ndarray, images: Mapping[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
-    """``{method: {metric: (N,)}}`` for images ``(N, nz, nx)`` against ``truth`` ``(N, nz, nx)``."""
-    return {m: {name: fn(img, truth) for name, fn in METRICS.items()} for m, img in images.items()}
+def per_scan_metrics(truth: np.ndarray, images: Mapping[str, np.ndarray],
+                     maps: Mapping[str, np.ndarray] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """``{method: {metric: (N,)}}`` for images ``(N, nz, nx)`` against ``truth`` ``(N, nz, nx)``.
+
+    A method with a map ``<method>_std`` also gets the coverage of its 68 % and 95 % intervals and its
+    calibration error; with ``<method>_flag_score``, the AUROC of the flags for errors above 0.2.
+    """
+    maps = maps or {}
+    out = {m: {name: fn(img, truth) for name, fn in METRICS.items()} for m, img in images.items()}
+    for m, img in images.items():
+        if (std := maps.get(f"{m}_std")) is not None:
+            out[m]["coverage68"] = interval_coverage(img, std, truth, 0.68)
+            out[m]["coverage95"] = interval_coverage(img, std, truth, 0.95)
+            out[m]["calibration_error"] = calibration_error(img, std, truth)
+        if (flags := maps.get(f"{m}_flag_score")) is not None:
+            out[m]["flag_auroc"] = flag_auroc(flags, img, truth)
+    return out
 
 
 def summarise(per_scan: Mapping[str, Mapping[str, np.ndarray]], groups: np.ndarray) -> dict[str, dict[str, dict]]:
-    """``{group: {method: {metric: mean, metric_std: std, n: count}}}``; ``groups`` ``(N,)`` labels each scan."""
+    """``{group: {method: {metric: mean, metric_std: std, n: count}}}``; ``groups`` ``(N,)`` labels each scan.
+
+    Means and stds skip NaN (e.g. a flag AUROC of a scan without large errors).
+    """
     out: dict[str, dict[str, dict]] = {}
     for g in sorted(set(groups.tolist())):
         mask = groups == g
         out[str(g)] = {
             method: {
-                **{k: float(v[mask].mean()) for k, v in values.items()},
-                **{f"{k}_std": float(v[mask].std()) for k, v in values.items()},
+                **{k: float(np.nanmean(v[mask])) for k, v in values.items()},
+                **{f"{k}_std": float(np.nanstd(v[mask])) for k, v in values.items()},
                 "n": int(mask.sum()),
             }
             for method, values in per_scan.items()
@@ -96,20 +120,26 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def save_panel(path: str | os.PathLike[str], truth: np.ndarray | None, data: np.ndarray,
-               images: Mapping[str, np.ndarray], title: str, extent_mm: Sequence[float]) -> None:
-    """One scan as a row of panels: truth (if known), data (elements × samples), then each method's image.
+               images: Mapping[str, np.ndarray], title: str, extent_mm: Sequence[float],
+               maps: Mapping[str, np.ndarray] | None = None) -> None:
+    """One scan as a row of panels: data, truth (if known), each method's image, then each map.
 
-    ``truth`` and every image are ``(nz, nx)`` shown in ``extent_mm`` = (x_min, x_max, z_max, z_min) with the
-    array at the top; images share the colour range [0, 1]; ``data`` is ``(n_elements, n_samples)``.
+    ``truth``, images and maps are ``(nz, nx)`` shown in ``extent_mm`` = (x_min, x_max, z_max, z_min) with the
+    array at the top; images share the colour range [0, 1], each map (posterior std, flags ...) has its own
+    range from 0; ``data`` is ``(n_elements, n_samples)``.
     """
     panels: list[tuple[str, np.ndarray]] = ([("truth", truth)] if truth is not None else []) + list(images.items())
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(2.6 * (len(panels) + 1), 2.9), squeeze=False)
+    extra = list((maps or {}).items())
+    fig, axes = plt.subplots(1, len(panels) + len(extra) + 1, figsize=(2.6 * (len(panels) + len(extra) + 1), 2.9),
+                             squeeze=False)
     axes = axes[0]
     limit = float(np.abs(data).max()) or 1.0
     axes[0].imshow(data.T, aspect="auto", cmap="seismic", vmin=-limit, vmax=limit)
     axes[0].set(title="data", xlabel="element", ylabel="sample")
-    for ax, (name, img) in zip(axes[1:], panels):
-        ax.imshow(img, cmap="inferno", vmin=0.0, vmax=1.0, extent=tuple(extent_mm))
+    for k, (ax, (name, img)) in enumerate(zip(axes[1:], panels + extra)):
+        is_map = k >= len(panels)
+        top = (float(img.max()) or 1.0) if is_map else 1.0
+        ax.imshow(img, cmap="viridis" if is_map else "inferno", vmin=0.0, vmax=top, extent=tuple(extent_mm))
         ax.set(title=name, xlabel="x [mm]")
     axes[1].set_ylabel("depth [mm]")
     fig.suptitle(title, fontsize=9)

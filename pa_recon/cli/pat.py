@@ -113,6 +113,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if meas.p0 is None:
         raise PAReconError("no ground truth to evaluate against", file=args.measurements, field="/ground_truth/p0")
     images: dict[str, np.ndarray] = {}
+    maps: dict[str, np.ndarray] = {}
     for path in args.reconstructions:
         recon = read_reconstructions(path)
         for method, stack in recon.images.items():
@@ -120,9 +121,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                 raise PAReconError(f"shape {stack.shape} does not match the truth {meas.p0.shape}", file=path,
                                    field=f"/reconstructions/{method}")
             images[method] = stack
+        maps.update(recon.maps)
     groups = (np.array([f"snr{v:g}dB" for v in meas.snr_db]) if meas.snr_db is not None
               else np.full(meas.p0.shape[0], "all"))
-    per_scan = per_scan_metrics(meas.p0, images)
+    per_scan = per_scan_metrics(meas.p0, images, maps)
     write_metrics_json(args.metrics, summarise(per_scan, groups))
     plots = Path(args.plots)
     plots.mkdir(parents=True, exist_ok=True)
@@ -134,8 +136,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     extent = (grid.x()[0] * 1e3, grid.x()[-1] * 1e3, grid.nz * grid.dx * 1e3, 0.0)
     for i in np.linspace(0, len(groups) - 1, min(args.n_figures, len(groups))).astype(int):
         scores = ", ".join(f"{m} {per_scan[m]['psnr'][i]:.1f} dB" for m in images)
+        shown = {name: m[i] for name, m in maps.items() if name.endswith(("_std", "_flags"))}
         save_panel(figures / f"scan{i:04d}.png", meas.p0[i], meas.data[i], {m: s[i] for m, s in images.items()},
-                   f"scan {i} ({groups[i]}): PSNR {scores}", extent)
+                   f"scan {i} ({groups[i]}): PSNR {scores}", extent, shown)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
