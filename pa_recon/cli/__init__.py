@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pa_recon.cli import pat, priors
+from pa_recon.cli import flows, pat, priors, sr
 from pa_recon.errors import PAReconError
 
 
@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     pat.register(sub)
     priors.register(sub)
+    flows.register(sub)
+    sr.register(sub)
     return parser
 
 

@@ -1,0 +1,159 @@
+"""Image-flow benchmark sub-commands: flow-train, flow-eval, flow-report.
+
+They read a benchmark params file (e.g. pipelines/mnist/params.yaml) with the sections ``benchmark`` (``profile``,
+``dataset``, ``data_root``, ``val_size``, ``seed``, ``tracking``, ``tracking_uri``, ``experiment``), ``models``
+(one layout per model, see :mod:`pa_recon.train.image_flows`), ``profiles`` (per profile: ``subset``, ``subnet``,
+``train``, ``eval``, optional ``cpu_threads`` and ``smoke`` flag) and ``reference`` (published figures for the
+report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pa_recon.cli.common import load_params, pick_device
+from pa_recon.errors import PAReconError
+from pa_recon.flows import SubnetConfig
+from pa_recon.train import TrainConfig
+from pa_recon.train.image_flows import (
+    EvalConfig,
+    evaluate_image_flow,
+    load_image_splits,
+    load_trained_flow,
+    results_markdown,
+    train_image_flow,
+    write_json,
+)
+from pa_recon.train.tracking import start_tracker
+
+_BENCHMARK_KEYS = ("profile", "dataset", "data_root", "val_size", "seed", "tracking", "tracking_uri", "experiment")
+_REPORTED = ("val_bpd", "test_bpd", "val_bpd_single_draw", "test_bpd_single_draw", "inference_ms", "sampling_ms",
+             "parameters", "train_seconds", "train_steps")
+
+
+def _benchmark(path: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """The ``benchmark`` section, the active profile's name and its section."""
+    bench = load_params(path, "benchmark")
+    missing = [k for k in _BENCHMARK_KEYS if k not in bench]
+    if missing:
+        raise PAReconError(f"missing settings {missing}", file=path, field="benchmark")
+    profiles = load_params(path, "profiles")
+    name = bench["profile"]
+    if not isinstance(profiles.get(name), dict):
+        raise PAReconError(f"profile {name!r} is not defined; defined: {sorted(profiles)}", file=path,
+                           field="benchmark.profile")
+    return bench, name, profiles[name]
+
+
+def _use_threads(profile: dict[str, Any], path: str, name: str) -> None:
+    """Apply the profile's ``cpu_threads`` (torch's CPU threads; absent or null: torch's default)."""
+    threads = profile.get("cpu_threads")
+    if threads is None:
+        return
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise PAReconError(f"must be a positive integer, got {threads!r}", file=path,
+                           field=f"profiles.{name}.cpu_threads")
+    torch.set_num_threads(threads)
+
+
+def _subnet(profile: dict[str, Any], path: str, name: str) -> SubnetConfig | None:
+    values = profile.get("subnet")
+    try:
+        return None if values is None else SubnetConfig(**values)
+    except TypeError as err:
+        raise PAReconError(str(err), file=path, field=f"profiles.{name}.subnet") from None
+
+
+def cmd_flow_train(args: argparse.Namespace) -> None:
+    """Train one model of the params file's ``models`` under the active profile, resuming a stopped run."""
+    bench, profile_name, profile = _benchmark(args.params)
+    _use_threads(profile, args.params, profile_name)
+    models = load_params(args.params, "models")
+    if args.model not in models:
+        raise PAReconError(f"unknown model; defined: {sorted(models)}", file=args.params, field="models")
+    config = TrainConfig.from_dict({
+        **profile.get("train", {}), "out_dir": args.out, "seed": bench["seed"], "tracking": bench["tracking"],
+        "tracking_uri": bench["tracking_uri"], "experiment": bench["experiment"],
+        "run_name": f"{args.model}-{profile_name}",
+    })
+    data = {"dataset": bench["dataset"], "val_size": bench["val_size"], "subset": profile.get("subset")}
+    splits = load_image_splits(bench["dataset"], bench["data_root"], bench["val_size"], profile.get("subset"))
+    metrics = train_image_flow(models[args.model], config, splits, _subnet(profile, args.params, profile_name),
+                               settings={"data": data, "profile": profile_name},
+                               extra_params={"model": args.model, "profile": profile_name, "data": data})
+    print(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+
+
+def cmd_flow_eval(args: argparse.Namespace) -> None:
+    """Bits/dim, timings and figures of a trained model; ``metrics.json`` and PNGs in ``--out``."""
+    bench, profile_name, profile = _benchmark(args.params)
+    _use_threads(profile, args.params, profile_name)
+    config = EvalConfig.from_dict(profile.get("eval", {}))
+    model, record, checkpoint = load_trained_flow(args.checkpoint, pick_device(config.device))
+    data = record["settings"]["data"]
+    splits = load_image_splits(data["dataset"], bench["data_root"], data["val_size"], data["subset"])
+    out = Path(args.out)
+    result = evaluate_image_flow(model, splits, config, out)
+    result.update(model=args.model, profile=record["settings"]["profile"], train_seconds=record["train_seconds"],
+                  train_hardware=record["hardware"], train_steps=int(checkpoint["step"]))
+    write_json(out / "metrics.json", result)
+    if bench["tracking"] and checkpoint.get("run_id"):
+        tracker = start_tracker(True, bench["tracking_uri"], bench["experiment"], None, checkpoint["run_id"])
+        try:
+            tracker.log_metrics({f"eval/{k}": float(result[k]) for k in _REPORTED if k in result},
+                                result["train_steps"])
+            for name in result["figures"]:
+                tracker.log_artifact(out / name, "evaluation")
+        finally:
+            tracker.close("FINISHED")
+    print(json.dumps({k: result[k] for k in _REPORTED if k in result}))
+
+
+def cmd_flow_report(args: argparse.Namespace) -> None:
+    """One Markdown table and one metrics JSON from the ``metrics.json`` of several models (named by folder)."""
+    reference = load_params(args.params, "reference")
+    profiles = load_params(args.params, "profiles")
+    results: dict[str, dict[str, Any]] = {}
+    for path in map(Path, args.results):
+        try:
+            results[path.parent.name] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise PAReconError(f"cannot read metrics ({err})", file=path) from None
+    names = sorted({r.get("profile", "?") for r in results.values()})
+    if len(names) != 1:
+        raise PAReconError(f"the results come from different profiles {names}; re-run the stale models",
+                           file=args.results[0], field="profile")
+    profile = names[0]
+    smoke = bool(profiles.get(profile, {}).get("smoke", False))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(results_markdown(results, reference, profile, smoke))
+    write_json(args.metrics, {profile: {name: {k: r[k] for k in _REPORTED if k in r}
+                                        for name, r in results.items()}})
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the image-flow benchmark sub-commands: flow-train, flow-eval, flow-report."""
+    p = sub.add_parser("flow-train", help="train one flow of a benchmark params file (resumes a stopped run)")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--model", required=True, help="a name in the params file's models section")
+    p.add_argument("--out", required=True, help="training folder (checkpoints, samples, run.json)")
+    p.set_defaults(func=cmd_flow_train)
+
+    p = sub.add_parser("flow-eval", help="bits/dim (importance-sampled), timings and figures of a trained flow")
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--model", required=True, help="the model's name (a label in the results)")
+    p.add_argument("--checkpoint", required=True, help="the training folder written by flow-train")
+    p.add_argument("--out", required=True, help="folder for metrics.json and the PNG figures")
+    p.set_defaults(func=cmd_flow_eval)
+
+    p = sub.add_parser("flow-report", help="Markdown table and metrics JSON of several evaluated flows")
+    p.add_argument("results", nargs="+", help="metrics.json files of flow-eval; each named by its folder")
+    p.add_argument("--params", default="params.yaml", help="params file with the reference and profiles sections")
+    p.add_argument("--out", required=True, help="Markdown table to write")
+    p.add_argument("--metrics", required=True, help="metrics JSON to write (for dvc metrics show)")
+    p.set_defaults(func=cmd_flow_report)

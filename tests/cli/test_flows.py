@@ -1,0 +1,186 @@
+"""``pa-recon flow-train / flow-eval / flow-report`` on a tiny fake MNIST: outputs and MLflow tracking, resume after
+an interruption, restart on changed settings, user errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from pa_recon.cli import flows
+from pa_recon.errors import PAReconError
+from pa_recon.train import image_flows
+from pa_recon.train.checkpoint import load_checkpoint
+from pa_recon.train.tracking import import_mlflow
+
+SUBNET = {"kind": "gated", "hidden": 4, "blocks": 1}
+MODEL = {"dequantization": {"kind": "variational", "steps": 1, "features": 2, "subnet": SUBNET},
+         "layers": [{"checkerboard": 1, "subnet": SUBNET}, "squeeze", {"channel": 1, "subnet": SUBNET}, "split",
+                    "squeeze", {"channel": 1, "subnet": SUBNET}]}
+TRAIN = {"max_steps": 6, "batch_size": 8, "lr": 1e-3, "checkpoint_every": 2, "val_every": 3, "log_every": 2,
+         "sample_every": 0, "device": "cpu", "progress": False, "log_model": False}
+EVAL = {"n_samples": 2, "batch_size": 4, "timing_repeats": 1, "temperatures": [0.7], "grid_size": 4,
+        "interpolation_pairs": 2, "interpolation_steps": 3, "split_rows": 2, "split_resamples": 2, "device": "cpu"}
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An uncompressed unsigned-byte IDX file."""
+    header = (0x0800 + array.ndim).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory) -> Path:
+    """A fake MNIST folder: 40 training and 10 test images of blurred blobs."""
+    folder = tmp_path_factory.mktemp("mnist")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 40), ("t10k", 10)):
+        yy, xx = np.mgrid[:28, :28]
+        centres = rng.uniform(8, 20, size=(n, 2, 1, 1))
+        images = 255 * np.exp(-((yy - centres[:, 0]) ** 2 + (xx - centres[:, 1]) ** 2) / 18)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images.round())
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n))
+    return folder
+
+
+def write_params(folder: Path, mnist: Path, **benchmark: Any) -> Path:
+    params = {
+        "benchmark": {"profile": "smoke", "dataset": "mnist", "data_root": str(mnist), "val_size": 8, "seed": 0,
+                      "tracking": False, "tracking_uri": "sqlite:///unused.db", "experiment": "test", **benchmark},
+        "models": {"tiny": MODEL},
+        "profiles": {"smoke": {"smoke": True, "subset": {"train": 24, "test": 8}, "subnet": None, "train": TRAIN,
+                               "eval": EVAL}},
+        "reference": {"title": "Fake MNIST", "models": {"tiny": {"test_bpd": 1.0, "parameters": 123}},
+                      "literature": {"Glow": 1.05}},
+    }
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def run(*argv: str | Path) -> None:
+    parser = argparse.ArgumentParser()
+    flows.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args([str(a) for a in argv])
+    args.func(args)
+
+
+def test_train_eval_report_tracked_in_one_mlflow_run(tmp_path, mnist, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    params = write_params(tmp_path, mnist, tracking=True, tracking_uri=uri)
+    run("flow-train", "--params", params, "--model", "tiny", "--out", tmp_path / "runs" / "tiny")
+    record = json.loads((tmp_path / "runs" / "tiny" / "run.json").read_text())
+    assert record["settings"]["data"]["subset"] == {"train": 24, "test": 8} and record["train_seconds"] > 0
+    run("flow-eval", "--params", params, "--model", "tiny", "--checkpoint", tmp_path / "runs" / "tiny",
+        "--out", tmp_path / "results" / "tiny")
+    metrics = json.loads((tmp_path / "results" / "tiny" / "metrics.json").read_text())
+    assert metrics["n_val"] == 8 and metrics["n_test"] == 8 and metrics["train_steps"] == 6
+    assert 0 < metrics["test_bpd"] <= metrics["test_bpd_single_draw"] < math.inf
+    assert metrics["figures"] == ["samples_T0.70.png", "interpolation.png", "split_resample_level1.png"]
+    assert all((tmp_path / "results" / "tiny" / f).stat().st_size > 0 for f in metrics["figures"])
+
+    client = import_mlflow().MlflowClient(uri)
+    (mlflow_run,) = client.search_runs([client.get_experiment_by_name("test").experiment_id])
+    assert mlflow_run.info.run_name == "tiny-smoke" and mlflow_run.info.status == "FINISHED"
+    assert mlflow_run.data.params["model"] == "tiny" and mlflow_run.data.params["data.subset.train"] == "24"
+    assert mlflow_run.data.metrics["eval/test_bpd"] == pytest.approx(metrics["test_bpd"])
+    assert {a.path for a in client.list_artifacts(mlflow_run.info.run_id, "evaluation")} == {
+        f"evaluation/{f}" for f in metrics["figures"]}
+
+    run("flow-report", tmp_path / "results" / "tiny" / "metrics.json", "--params", params,
+        "--out", tmp_path / "table.md", "--metrics", tmp_path / "metrics.json")
+    table = (tmp_path / "table.md").read_text()
+    assert "SMOKE RUN" in table and "| tiny (smoke) |" in table and "Glow 1.05" in table and "| 123 |" in table
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["smoke"]["tiny"]["test_bpd"] == metrics["test_bpd"]
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, mnist, monkeypatch):
+    params = write_params(tmp_path, mnist)
+    run("flow-train", "--params", params, "--model", "tiny", "--out", tmp_path / "straight")
+
+    loss_fn = image_flows.bits_per_dim_loss
+    steps = []
+
+    def interrupted(model, batch):
+        if torch.is_grad_enabled():
+            steps.append(1)
+            if len(steps) == 5:
+                raise KeyboardInterrupt
+        return loss_fn(model, batch)
+
+    monkeypatch.setattr(image_flows, "bits_per_dim_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run("flow-train", "--params", params, "--model", "tiny", "--out", tmp_path / "resumed")
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["step"] == 4
+    monkeypatch.setattr(image_flows, "bits_per_dim_loss", loss_fn)
+    run("flow-train", "--params", params, "--model", "tiny", "--out", tmp_path / "resumed")
+
+    straight, resumed = (load_checkpoint(tmp_path / name / "last.pt") for name in ("straight", "resumed"))
+    assert resumed["step"] == 6 and resumed["finished"]
+    for name, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+
+    seconds = json.loads((tmp_path / "resumed" / "run.json").read_text())["train_seconds"]
+    run("flow-train", "--params", params, "--model", "tiny", "--out", tmp_path / "resumed")  # finished: kept
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["step"] == 6
+    assert json.loads((tmp_path / "resumed" / "run.json").read_text())["train_seconds"] == seconds
+
+
+def test_changed_settings_start_afresh(tmp_path, mnist, capsys):
+    params = write_params(tmp_path, mnist)
+    out = tmp_path / "runs" / "tiny"
+    run("flow-train", "--params", params, "--model", "tiny", "--out", out)
+    settings = yaml.safe_load(params.read_text())
+    settings["profiles"]["smoke"]["train"]["lr"] = 5e-4
+    params.write_text(yaml.safe_dump(settings))
+    capsys.readouterr()
+    run("flow-train", "--params", params, "--model", "tiny", "--out", out)
+    assert "afresh" in capsys.readouterr().out
+    checkpoint = load_checkpoint(out / "last.pt")  # a resumed run would have kept the finished first one
+    assert checkpoint["config"]["lr"] == 5e-4 and checkpoint["step"] == 6
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda p: p["benchmark"].update(profile="huge"), "profile 'huge' is not defined"),
+    (lambda p: p["benchmark"].pop("val_size"), "missing settings"),
+    (lambda p: p["benchmark"].update(data_root="/nowhere"), "not found"),
+    (lambda p: p["profiles"]["smoke"]["train"].update(epochs=2), "exactly one of max_steps and epochs"),
+    (lambda p: p["profiles"]["smoke"].update(cpu_threads=0), "positive integer"),
+])
+def test_user_errors_name_the_problem(tmp_path, mnist, edit, message):
+    params = write_params(tmp_path, mnist)
+    settings = yaml.safe_load(params.read_text())
+    edit(settings)
+    params.write_text(yaml.safe_dump(settings))
+    with pytest.raises(PAReconError, match=message):
+        run("flow-train", "--params", params, "--model", "tiny", "--out", tmp_path / "runs")
+    with pytest.raises(PAReconError, match="unknown model"):
+        run("flow-train", "--params", write_params(tmp_path, mnist), "--model", "big", "--out", tmp_path / "r")
+
+
+def test_evaluating_an_unfinished_run_is_refused(tmp_path, mnist, monkeypatch):
+    params = write_params(tmp_path, mnist)
+    loss_fn = image_flows.bits_per_dim_loss
+    calls = []
+
+    def stop_at_step_3(model, batch):
+        calls.append(torch.is_grad_enabled())
+        if sum(calls) == 3:
+            raise KeyboardInterrupt
+        return loss_fn(model, batch)
+
+    monkeypatch.setattr(image_flows, "bits_per_dim_loss", stop_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        run("flow-train", "--params", params, "--model", "tiny", "--out", tmp_path / "runs")
+    with pytest.raises(PAReconError, match="stopped at step 2 before the end"):
+        run("flow-eval", "--params", params, "--model", "tiny", "--checkpoint", tmp_path / "runs",
+            "--out", tmp_path / "results")
