@@ -11,6 +11,7 @@ from prior_helpers import ARRAY8, GRID4, GRID8, TINY_FLOW, condition, images, ma
 from pa_recon.errors import PAReconError
 from pa_recon.physics import PATOperator
 from pa_recon.priors import flow_config_for
+from pa_recon.recon.prior_protocol import check_prior
 
 KINDS = ["marginal", "conditional"]
 
@@ -143,6 +144,5 @@ def test_flow_settings_a_prior_cannot_use_are_rejected(override, field):
 
 
 def test_implements_the_recon_layers_prior_protocol():
-    protocol = pytest.importorskip("pa_recon.recon.prior_protocol")
     for kind in KINDS:
-        assert protocol.check_prior(make_prior(kind), conditional=kind == "conditional")
+        assert check_prior(make_prior(kind), conditional=kind == "conditional")
