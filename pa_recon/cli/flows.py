@@ -19,6 +19,7 @@ import torch
 from pa_recon.cli.common import load_params, pick_device
 from pa_recon.errors import PAReconError
 from pa_recon.flows import SubnetConfig
+from pa_recon.report import write_metrics_json, write_text
 from pa_recon.train import TrainConfig
 from pa_recon.train.image_flows import (
     EvalConfig,
@@ -27,7 +28,6 @@ from pa_recon.train.image_flows import (
     load_trained_flow,
     results_markdown,
     train_image_flow,
-    write_json,
 )
 from pa_recon.train.tracking import start_tracker
 
@@ -101,7 +101,7 @@ def cmd_flow_eval(args: argparse.Namespace) -> None:
     result = evaluate_image_flow(model, splits, config, out)
     result.update(model=args.model, profile=record["settings"]["profile"], train_seconds=record["train_seconds"],
                   train_hardware=record["hardware"], train_steps=int(checkpoint["step"]))
-    write_json(out / "metrics.json", result)
+    write_metrics_json(out / "metrics.json", result)
     if bench["tracking"] and checkpoint.get("run_id"):
         tracker = start_tracker(True, bench["tracking_uri"], bench["experiment"], None, checkpoint["run_id"])
         try:
@@ -130,10 +130,11 @@ def cmd_flow_report(args: argparse.Namespace) -> None:
                            file=args.results[0], field="profile")
     profile = names[0]
     smoke = bool(profiles.get(profile, {}).get("smoke", False))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(results_markdown(results, reference, profile, smoke))
-    write_json(args.metrics, {profile: {name: {k: r[k] for k in _REPORTED if k in r}
-                                        for name, r in results.items()}})
+    for path in (args.out, args.metrics):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text(args.out, results_markdown(results, reference, profile, smoke))
+    write_metrics_json(args.metrics, {profile: {name: {k: r[k] for k in _REPORTED if k in r}
+                                                for name, r in results.items()}})
 
 
 def register(sub: argparse._SubParsersAction) -> None:
