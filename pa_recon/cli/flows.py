@@ -2,7 +2,7 @@
 
 They read a benchmark params file (e.g. pipelines/mnist/params.yaml) with the sections ``benchmark`` (``profile``,
 ``dataset``, ``data_root``, ``val_size``, ``seed``, ``tracking``, ``tracking_uri``, ``experiment``), ``models``
-(one layout per model, see :mod:`pa_recon.train.image_flows`), ``profiles`` (per profile: ``subset``, ``subnet``,
+(one layout per model, see :mod:`pa_recon.bench.image_flows`), ``profiles`` (per profile: ``subset``, ``subnet``,
 ``train``, ``eval``, optional ``cpu_threads`` and ``smoke`` flag) and ``reference`` (published figures for the
 report).
 """
@@ -21,7 +21,7 @@ from pa_recon.errors import PAReconError
 from pa_recon.flows import SubnetConfig
 from pa_recon.report import write_metrics_json, write_text
 from pa_recon.train import TrainConfig
-from pa_recon.train.image_flows import (
+from pa_recon.bench.image_flows import (
     EvalConfig,
     evaluate_image_flow,
     load_image_splits,

@@ -27,8 +27,8 @@ from pa_recon.data.sr_images import read_image, to_uint8
 from pa_recon.errors import PAReconError
 from pa_recon.report import write_text
 from pa_recon.train import TrainConfig
-from pa_recon.train.image_flows import RUN_FILE, hardware_name, write_json
-from pa_recon.train.sr_flow import (
+from pa_recon.bench.image_flows import RUN_FILE, hardware_name, write_json
+from pa_recon.bench.sr_flow import (
     EvalImage,
     Evaluation,
     Method,

@@ -16,7 +16,7 @@ import yaml
 
 from pa_recon.cli import flows
 from pa_recon.errors import PAReconError
-from pa_recon.train import image_flows
+from pa_recon.bench import image_flows
 from pa_recon.train.checkpoint import load_checkpoint
 from pa_recon.train.tracking import import_mlflow
 

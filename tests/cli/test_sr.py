@@ -12,7 +12,7 @@ from PIL import Image
 from pa_recon.cli import sr
 from pa_recon.errors import PAReconError
 from pa_recon.train import TrainConfig
-from pa_recon.train.sr_flow import train_sr
+from pa_recon.bench.sr_flow import train_sr
 
 MODEL = {"flow": {"levels": 2, "steps": 1, "subnet": {"hidden": 8, "blocks": 1}, "encoder": "rrdb",
                   "encoder_width": 8, "encoder_blocks": 1, "cond_features": 4, "split_prior": "conditional",

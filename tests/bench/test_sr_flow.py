@@ -10,7 +10,7 @@ from pa_recon.data.sr_images import downscale, to_uint8
 from pa_recon.errors import PAReconError
 from pa_recon.flows.registry import randomize_parameters
 from pa_recon.train import Trainer, TrainConfig
-from pa_recon.train.sr_flow import (
+from pa_recon.bench.sr_flow import (
     SREvalConfig,
     SRFlow,
     SRRegressor,

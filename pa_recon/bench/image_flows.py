@@ -366,7 +366,7 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     return record
 
 
-def _fresh_run_dir(run_dir: Path, settings: Mapping[str, Any]) -> dict[str, Any]:
+def fresh_run_dir(run_dir: Path, settings: Mapping[str, Any]) -> dict[str, Any]:
     """The run record to continue, or a new one after clearing a folder trained with other settings."""
     if (run_dir / RUN_FILE).is_file():
         record = read_run(run_dir)
@@ -383,12 +383,12 @@ def _fresh_run_dir(run_dir: Path, settings: Mapping[str, Any]) -> dict[str, Any]
     return {"settings": dict(settings), "train_seconds": 0.0, "hardware": []}
 
 
-_BOOKKEEPING = {"out_dir", "val_every", "sample_every", "checkpoint_every", "log_every", "device", "num_workers",
+BOOKKEEPING = {"out_dir", "val_every", "sample_every", "checkpoint_every", "log_every", "device", "num_workers",
                 "progress", "tracking", "tracking_uri", "experiment", "run_name", "log_model", "compile"}
 """Training options that do not change the trained model: changing them resumes a run instead of restarting."""
 
 
-class _WallClock:
+class WallClock:
     """Training wall time summed over processes, saved into the run record at most every ``every`` seconds, so
     a killed process loses little of it."""
 
@@ -434,10 +434,10 @@ def train_image_flow(layout: Mapping[str, Any], config: TrainConfig, splits: Ima
     finished run, which then returns at once); one trained with other settings is cleared first.
     """
     run_dir = Path(config.out_dir)
-    trajectory = {k: v for k, v in config.to_dict().items() if k not in _BOOKKEEPING}
+    trajectory = {k: v for k, v in config.to_dict().items() if k not in BOOKKEEPING}
     recorded = {"layout": dict(layout), "subnet": None if subnet is None else vars(subnet),
                 "shape": list(splits.shape), "train": trajectory, **(settings or {})}
-    record = _fresh_run_dir(run_dir, json.loads(json.dumps(recorded)))
+    record = fresh_run_dir(run_dir, json.loads(json.dumps(recorded)))
     torch.manual_seed(config.seed)
     model = build_image_flow(layout, splits.shape, subnet)
     n_samples = 64
@@ -445,7 +445,7 @@ def train_image_flow(layout: Mapping[str, Any], config: TrainConfig, splits: Ima
     def draw(flow: nn.Module) -> Tensor:
         return _pixels(cast(Flow, flow), cast(Flow, flow).sample(n_samples))
 
-    clock = _WallClock(run_dir / RUN_FILE, record)
+    clock = WallClock(run_dir / RUN_FILE, record)
     trainer = Trainer(model, config, clock.timed(bits_per_dim_loss), splits.train, splits.val, sample_fn=draw,
                       extra_params={"layout": dict(layout), **(extra_params or {})})
     clock.note_hardware(hardware_name(trainer.device))

@@ -64,11 +64,11 @@ from pa_recon.errors import PAReconError
 from pa_recon.flows import FlowConfig, RRDBEncoder, UNetEncoder, UniformDequantization, build_flow
 from pa_recon.train.checkpoint import inference_state_dict, load_checkpoint
 from pa_recon.train.config import TrainConfig
-from pa_recon.train.image_flows import (
-    _BOOKKEEPING,
+from pa_recon.bench.image_flows import (
+    BOOKKEEPING,
     RUN_FILE,
-    _fresh_run_dir,
-    _WallClock,
+    fresh_run_dir,
+    WallClock,
     count_parameters,
     hardware_name,
     read_run,
@@ -332,8 +332,8 @@ def train_sr(kind: Kind, model: Mapping[str, Any], config: TrainConfig, train: t
                                field="encoder_from_regression")
         init = {"run": str(encoder_from), "md5": _md5(Path(encoder_from) / "last.pt")}
     recorded = {"kind": kind, "scale": scale, "patch_size": patch_size, "model": dict(model), "encoder_from": init,
-                "train": {k: v for k, v in config.to_dict().items() if k not in _BOOKKEEPING}, **(settings or {})}
-    record = _fresh_run_dir(run_dir, json.loads(json.dumps(recorded)))
+                "train": {k: v for k, v in config.to_dict().items() if k not in BOOKKEEPING}, **(settings or {})}
+    record = fresh_run_dir(run_dir, json.loads(json.dumps(recorded)))
     torch.manual_seed(config.seed)
     net = build_sr_model(kind, model, scale, patch_size)
     if init is not None and not (run_dir / "last.pt").exists():
@@ -344,7 +344,7 @@ def train_sr(kind: Kind, model: Mapping[str, Any], config: TrainConfig, train: t
     preview, rows = (val if val is not None else train), 4 if kind == "flow" else 8
     draw = _preview(kind, preview[0][:rows], preview[1][:rows])
     record["parameters"] = count_parameters(net)
-    clock = _WallClock(run_dir / RUN_FILE, record)
+    clock = WallClock(run_dir / RUN_FILE, record)
     trainer = Trainer(net, config, clock.timed(LOSSES[kind]), train, val, sample_fn=draw,
                       extra_params={"model": dict(model), **(extra_params or {})})
     clock.note_hardware(hardware_name(trainer.device))

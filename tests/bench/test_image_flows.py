@@ -25,7 +25,7 @@ from pa_recon.flows import (
     VariationalDequantization,
     build_flow,
 )
-from pa_recon.train.image_flows import (
+from pa_recon.bench.image_flows import (
     bits_per_dim_bounds,
     bits_per_dim_loss,
     build_image_flow,
