@@ -11,31 +11,16 @@ import argparse
 import json
 import platform
 import time
-from typing import Callable
 
 import numpy as np
 import torch
 
 from pa_recon.physics import Grid, KSpaceTimeStepper, LinearArray, PATOperator
 from pa_recon.physics.analytic import gaussian_pressure, gaussian_source
+from timing import seconds_per_call
 
 GRID = Grid(nx=128, nz=128, dx=1e-4)
 ARRAY = LinearArray.uniform(128, 1e-4, fs=30e6, n_samples=400, sound_speed=1500.0)
-
-
-def seconds_per_call(fn: Callable[[], torch.Tensor], repeats: int, device: str) -> float:
-    """Median wall time of ``fn`` over ``repeats`` calls after one warm-up, seconds."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def relative_error(y: torch.Tensor, ref: np.ndarray) -> float:
