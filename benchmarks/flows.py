@@ -10,10 +10,13 @@ half the channels to a standard normal, squeeze, 4 channel couplings (hidden 64)
 gated blocks; log-scales are bounded by tanh. One step is loss (bits/dim) -> backward -> Adam step (lr 1e-3) on a
 batch of random 8-bit images (the speed does not depend on the pixel values).
 
-Implementations: ``pa_recon`` (pa_recon.flows modules); ``normflows`` (normflows' own checkerboard coupling, whose
+Implementations: ``pa_recon`` (pa_recon.flows modules, masked checkerboard couplings as in the tutorial);
+``pa_recon-packed`` (the same with packed checkerboard couplings: the sub-network sees the kept pixels as a 28x14
+image, as normflows' does); ``normflows`` (normflows' own checkerboard coupling, whose
 sub-network sees the kept pixels packed into a 28x14 image: same parameters, about half the work at 28x28);
 ``normflows-masked`` (MaskedAffineFlow on the full 28x28 grid like the tutorial, with separate scale and shift
-networks: more parameters and work at 28x28). normflows has no gated-conv network, so every normflows coupling uses
+networks: more parameters and work at 28x28). Speed-ups pair like with like: pa_recon-packed against normflows,
+pa_recon against normflows-masked. normflows has no gated-conv network, so every normflows coupling uses
 pa_recon's GatedConvNet; see benchmarks/README_flows.md for every difference.
 
 Each (implementation, device, precision, batch) is measured in a fresh process, so peak memory is its own:
@@ -36,7 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -48,6 +51,7 @@ except ImportError:
 
 from pa_recon.flows import (AffineCoupling, Flow, GaussianPrior, LogitTransform, Split, Squeeze, SubnetConfig,
                             UniformDequantization)
+from pa_recon.flows.coupling import Mask
 from pa_recon.flows.subnets import make_subnet
 
 try:
@@ -74,19 +78,20 @@ def _gated(hidden: int, n_in: int, n_out: int) -> nn.Module:
     return make_subnet(SubnetConfig("gated", hidden, BLOCKS), n_in, n_out)
 
 
-def build_pa_recon() -> tuple[nn.Module, Loss]:
-    """The tutorial's multi-scale flow from pa_recon.flows modules, and its bits/dim loss of integer images."""
+def build_pa_recon(packed: bool = False) -> tuple[nn.Module, Loss]:
+    """The tutorial's multi-scale flow from pa_recon.flows modules, and its bits/dim loss of integer images;
+    ``packed``: the 28x28 couplings run their sub-networks on the packed 28x14 kept pixels (as normflows does)."""
 
-    def coupling(channels: int, mask: Literal["checkerboard", "channel"], i: int, hidden: int) -> AffineCoupling:
+    def coupling(channels: int, mask: Mask, i: int, hidden: int) -> AffineCoupling:
         # Parities follow the tutorial: its first checkerboard coupling keeps the pixels with odd row + col,
         # its first channel coupling keeps the first half of the channels.
-        parity = (i + 1) % 2 if mask == "checkerboard" else i % 2
+        parity = i % 2 if mask == "channel" else (i + 1) % 2
         subnet = SubnetConfig("gated", hidden, BLOCKS)
         return AffineCoupling(channels, mask, parity, subnet, scale="tanh", scale_bound=SCALE_BOUND)
 
     layers: list[nn.Module] = [
         LogitTransform(ALPHA, 1),
-        *(coupling(1, "checkerboard", i, HIDDEN[0]) for i in range(2)),
+        *(coupling(1, "checkerboard_packed" if packed else "checkerboard", i, HIDDEN[0]) for i in range(2)),
         Squeeze(),
         *(coupling(4, "channel", i, HIDDEN[1]) for i in range(2)),
         Split(4),
@@ -162,7 +167,8 @@ def build_normflows(masked: bool = False) -> tuple[nn.Module, Loss]:
     return model, loss
 
 
-BUILDERS: dict[str, Callable[[], tuple[nn.Module, Loss]]] = {"pa_recon": build_pa_recon}
+BUILDERS: dict[str, Callable[[], tuple[nn.Module, Loss]]] = {
+    "pa_recon": build_pa_recon, "pa_recon-packed": lambda: build_pa_recon(packed=True)}
 if nf is not None:
     BUILDERS["normflows"] = build_normflows
     BUILDERS["normflows-masked"] = lambda: build_normflows(masked=True)
@@ -240,12 +246,18 @@ def hardware(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
+PAIRS = {"normflows": "pa_recon-packed", "normflows-masked": "pa_recon"}
+"""normflows build -> the pa_recon build with the same checkerboard coupling (packed 28x14 or masked 28x28)."""
+
+
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Other implementation's step time / pa_recon's, for every (device, precision, batch) that has both."""
-    ours = {(r["device"], r["precision"], r["batch"]): r for r in rows if r["impl"] == "pa_recon"}
-    return [{"baseline": r["impl"], "device": r["device"], "precision": r["precision"], "batch": r["batch"],
-             "speedup": r["step_ms"] / ours[key]["step_ms"]}
-            for r in rows if r["impl"] != "pa_recon" and (key := (r["device"], r["precision"], r["batch"])) in ours]
+    """normflows step time / the matching pa_recon build's (see ``PAIRS``), for every (device, precision, batch)
+    that has both."""
+    by_key = {(r["impl"], r["device"], r["precision"], r["batch"]): r for r in rows}
+    return [{"baseline": r["impl"], "ours": PAIRS[r["impl"]], "device": r["device"], "precision": r["precision"],
+             "batch": r["batch"], "speedup": r["step_ms"] / ours["step_ms"]}
+            for r in rows if r["impl"] in PAIRS
+            and (ours := by_key.get((PAIRS[r["impl"]], r["device"], r["precision"], r["batch"]))) is not None]
 
 
 def main() -> None:
@@ -285,7 +297,7 @@ def main() -> None:
               f"{r['step_ms_min']:.0f}–{r['step_ms_max']:.0f} | {r['images_per_s']:.1f} | {r['peak_mib']:.0f} | "
               f"{r['params']:,} |")
     for s in speedups:
-        print(f"pa_recon speed-up over {s['baseline']}, {s['device']} {s['precision']} batch {s['batch']}: "
+        print(f"{s['ours']} speed-up over {s['baseline']}, {s['device']} {s['precision']} batch {s['batch']}: "
               f"{s['speedup']:.2f}×")
     if args.json:
         with open(args.json, "w") as f:

@@ -17,7 +17,7 @@ import torch
 
 from pa_recon.physics import Grid, KSpaceTimeStepper, LinearArray, PATOperator
 from pa_recon.physics.analytic import gaussian_pressure, gaussian_source
-from timing import seconds_per_call
+from pa_recon.bench.runs import median_seconds
 
 GRID = Grid(nx=128, nz=128, dx=1e-4)
 ARRAY = LinearArray.uniform(128, 1e-4, fs=30e6, n_samples=400, sound_speed=1500.0)
@@ -48,14 +48,14 @@ def main() -> None:
             x = source.to(device).repeat(batch, 1, 1, 1)
             y = op(x)
             with torch.no_grad():
-                fwd = seconds_per_call(lambda: op(x), args.repeats, device)
-                adj = seconds_per_call(lambda: op.adjoint(y), args.repeats, device)
+                fwd = median_seconds(lambda: op(x), device, args.repeats)
+                adj = median_seconds(lambda: op.adjoint(y), device, args.repeats)
             rows.append({"solver": "PATOperator float32", "device": device, "batch": batch,
                          "forward_ms_per_image": 1e3 * fwd / batch, "adjoint_ms_per_image": 1e3 * adj / batch,
                          "build_s": build_s, "relative_error": error})
         stepper = KSpaceTimeStepper(GRID, ARRAY, dtype=torch.float32, device=device)
         x = source.to(device)
-        step_s = seconds_per_call(lambda: stepper.simulate(x), max(2, args.repeats // 5), device)
+        step_s = median_seconds(lambda: stepper.simulate(x), device, max(2, args.repeats // 5))
         rows.append({"solver": "k-space time stepper float32", "device": device, "batch": 1,
                      "forward_ms_per_image": 1e3 * step_s, "adjoint_ms_per_image": float("nan"), "build_s": 0.0,
                      "relative_error": relative_error(stepper.simulate(x), ref)})

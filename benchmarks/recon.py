@@ -20,7 +20,7 @@ from pa_recon.cli.common import geometry_from_params, load_params
 from pa_recon.physics import PATOperator
 from pa_recon.priors import FlowPrior, flow_config_for
 from pa_recon.recon import AdamSettings, map_image, posterior_sampling
-from timing import seconds_per_call
+from pa_recon.bench.runs import median_seconds
 
 
 def main() -> None:
@@ -47,10 +47,10 @@ def main() -> None:
         adam = AdamSettings(steps=steps, tau=0.0)
         row = {"device": device, "map_steps": steps}
         for kind, prior in priors.items():
-            row[f"map_{kind}_s"] = seconds_per_call(lambda p=prior: map_image(op, y, sigma, p, settings=adam), 1, device)
-        row["posterior_100_s"] = seconds_per_call(
+            row[f"map_{kind}_s"] = median_seconds(lambda p=prior: map_image(op, y, sigma, p, settings=adam), device, 1)
+        row["posterior_100_s"] = median_seconds(
             lambda: posterior_sampling(op, y, sigma, priors["conditional"], n_samples=100, chunk=50, chi2_tol=None),
-            1, device)
+            device, 1)
         rows.append(row)
     hardware = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "CPU"
     print(f"{grid.nz}×{grid.nx} grid, {array.n_elements} elements × {array.n_samples} samples; torch "

@@ -1,5 +1,6 @@
-"""Unconditional flows on 8-bit image datasets: data, model layouts, training, bits/dim evaluation, timing and
-figures. Shared by the MNIST benchmark (pipelines/mnist) and any other (C, H, W) 8-bit image benchmark.
+"""Flows on 8-bit image datasets, unconditional or conditioned on the class label: data, model layouts, training,
+bits/dim evaluation, timing and figures. Shared by the MNIST and CIFAR-10 benchmarks (pipelines/mnist,
+pipelines/cifar10) and any other labelled (C, H, W) 8-bit image dataset registered in :data:`IMAGE_DATASETS`.
 
 Conventions. Images are integer-valued tensors (N, C, H, W) with values 0 … 2^n − 1 (stored as uint8, converted
 to float per batch). Every model has a dequantizer, so its likelihood is a lower bound on the discrete
@@ -19,21 +20,24 @@ Model layouts (``build_image_flow``) are plain mappings, so they can live in a p
       - split                                                            # half the channels leave (N(0, I))
       - {glow: 4, subnet: {kind: resnet, hidden: 64, blocks: 2}}          # 4 x (ActNorm, 1x1 conv, coupling)
       - {split: conditional, subnet: {hidden: 32, blocks: 1}}            # split with a learned Gaussian prior
+      - {channel: 3, actnorm: true}                                      # ActNorm before each coupling (RealNVP
+                                                                         # with ActNorm in place of batch norm)
+      - {checkerboard: 2, packed: true}                                  # sub-networks on the packed half-width
+                                                                         # image of the kept pixels (half the work)
 
 Consecutive couplings alternate their mask parity; log-scales are ``scale_bound * tanh(raw / scale_bound)``; the
 last latent gets a standard normal prior.
+
+Class-conditional layouts add ``condition: {classes: 10, features: 16}``: a :class:`LabelEncoder` embeds the label
+into ``features`` constant channels at every scale; every coupling, every ``split: conditional`` prior and the prior
+of the last latent see them, and each Glow step gets an affine injector (SRFlow's step: ActNorm, 1x1 conv,
+injector, coupling). Its likelihood is the conditional one, log p(x | label).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import platform
-import shutil
-import statistics
-import tempfile
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -44,55 +48,59 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from pa_recon.bench.runs import count_parameters, device_of, fit_recorded, hardware_name, median_seconds, open_run, \
+    read_run
+from pa_recon.data.cifar import load_cifar10
 from pa_recon.data.mnist import load_mnist
 from pa_recon.errors import PAReconError
 from pa_recon.flows import (
     ActNorm,
     AffineCoupling,
+    AffineInjector,
     Flow,
     GaussianPrior,
     InvConv1x1,
+    LabelEncoder,
     LogitTransform,
     Split,
     Squeeze,
     SubnetConfig,
     UniformDequantization,
     VariationalDequantization,
+    one_hot_condition,
 )
 from pa_recon.flows.base import Shape
+from pa_recon.flows.coupling import Mask
+from pa_recon.flows.model import conditional_scales
 from pa_recon.train.checkpoint import inference_state_dict, load_checkpoint
 from pa_recon.train.config import TrainConfig
-from pa_recon.train.trainer import LossFn, Trainer, save_image_grid
-
-RUN_FILE = "run.json"
-"""The run record in a training folder: settings, model layout, training wall time and hardware."""
-
+from pa_recon.train.trainer import Trainer, save_image_grid
 
 # ------------------------------------------------------------------------------------------------------- data
-def image_tensor(images: np.ndarray) -> Tensor:
-    """uint8 images (N, H, W) (one channel) or (N, H, W, C) -> uint8 tensor (N, C, H, W)."""
-    if images.dtype != np.uint8 or images.ndim not in (3, 4):
-        raise PAReconError(f"expected uint8 images (N, H, W) or (N, H, W, C), got {images.dtype} {images.shape}",
-                           field="images")
-    t = torch.from_numpy(np.ascontiguousarray(images))
-    return t[:, None] if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
+SPLITS = ("train", "val", "test")
 
 
-def _mnist(root: Path) -> tuple[np.ndarray, np.ndarray]:
-    return load_mnist(root, "train")[0], load_mnist(root, "test")[0]
+def _mnist(root: Path, split: Literal["train", "test"]) -> tuple[np.ndarray, np.ndarray]:
+    images, labels = load_mnist(root, split)
+    return images[:, None], labels
 
 
-IMAGE_DATASETS: dict[str, Callable[[Path], tuple[np.ndarray, np.ndarray]]] = {"mnist": _mnist}
-"""Dataset name -> reader of (training images, test images) as uint8 arrays from a folder."""
+IMAGE_DATASETS: dict[str, Callable[[Path, Literal["train", "test"]], tuple[np.ndarray, np.ndarray]]] = {
+    "mnist": _mnist, "cifar10": load_cifar10}
+"""Dataset name -> reader of one file split ("train" or "test") from a path: uint8 images (N, C, H, W) and integer
+class labels (N,)."""
 
 
 @dataclass(frozen=True)
 class ImageSplits:
-    """uint8 image tensors (N, C, H, W): training, validation (the end of the training file) and test."""
+    """uint8 images (N, C, H, W) and int64 class labels (N,) of the training, validation and test splits."""
 
     train: Tensor
     val: Tensor
     test: Tensor
+    train_labels: Tensor
+    val_labels: Tensor
+    test_labels: Tensor
 
     @property
     def shape(self) -> Shape:
@@ -100,29 +108,50 @@ class ImageSplits:
         c, h, w = self.train.shape[1:]
         return c, h, w
 
+    def labelled(self, split: str) -> tuple[Tensor, Tensor]:
+        """(images, labels) of ``split`` ("train", "val" or "test")."""
+        return getattr(self, split), getattr(self, f"{split}_labels")
+
 
 def load_image_splits(dataset: str, root: str | os.PathLike[str], val_size: int,
-                      subset: Mapping[str, int] | None = None) -> ImageSplits:
+                      subset: Mapping[str, int] | None = None, shuffle_seed: int | None = None) -> ImageSplits:
     """Read ``dataset`` from ``root``; the last ``val_size`` training images become the validation set.
 
-    ``subset`` ({"train": n, "val": n, "test": n}, any of them) keeps the first n images of a split (smoke runs).
+    ``shuffle_seed``: when given, the training images (before the validation images are split off) and the test
+    images are first put in a random order drawn with this seed. Files sorted by class (the CIFAR-10 JPEG copy) need
+    it, so that the validation set and subsets hold every class. ``subset`` ({"train": n, "val": n, "test": n}, any
+    of them) then keeps the first n images of a split (smoke runs).
     """
     if dataset not in IMAGE_DATASETS:
         raise PAReconError(f"unknown dataset; known: {sorted(IMAGE_DATASETS)}", field="dataset")
-    train_all, test = (image_tensor(a) for a in IMAGE_DATASETS[dataset](Path(root)))
-    if not 0 < val_size < train_all.shape[0]:
-        raise PAReconError(f"must lie in 1 … {train_all.shape[0] - 1}, got {val_size}", field="val_size")
-    splits = {"train": train_all[:-val_size], "val": train_all[-val_size:], "test": test}
+    files = {}
+    for split in ("train", "test"):
+        images, labels = IMAGE_DATASETS[dataset](Path(root), split)
+        if images.dtype != np.uint8 or images.ndim != 4 or labels.shape != images.shape[:1]:
+            raise PAReconError(f"the reader returned {images.dtype} images {images.shape} and labels {labels.shape}",
+                               field="dataset")
+        pair = torch.from_numpy(np.ascontiguousarray(images)), torch.from_numpy(labels.astype(np.int64))
+        if shuffle_seed is not None:
+            order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(shuffle_seed))
+            pair = pair[0][order], pair[1][order]
+        files[split] = pair
+    n_train = files["train"][1].shape[0]
+    if not 0 < val_size < n_train:
+        raise PAReconError(f"must lie in 1 … {n_train - 1}, got {val_size}", field="val_size")
+    (images, labels), test = files["train"], files["test"]
+    splits = {"train": (images[:-val_size], labels[:-val_size]), "val": (images[-val_size:], labels[-val_size:]),
+              "test": test}
     for name, n in (subset or {}).items():
         if name not in splits or not isinstance(n, int) or n < 1:
             raise PAReconError(f"expected a positive image count for train, val or test, got {name}: {n!r}",
                                field="subset")
-        splits[name] = splits[name][:n]
-    return ImageSplits(**splits)
+        splits[name] = splits[name][0][:n], splits[name][1][:n]
+    return ImageSplits(**{name: splits[name][0] for name in SPLITS},
+                       **{f"{name}_labels": splits[name][1] for name in SPLITS})
 
 
 # ----------------------------------------------------------------------------------------------------- models
-_LAYOUT_KEYS = {"layers", "dequantization", "logit_alpha", "scale_bound", "n_bits"}
+_LAYOUT_KEYS = {"layers", "dequantization", "logit_alpha", "scale_bound", "n_bits", "condition"}
 _DEQUANT_KEYS = {"kind", "steps", "subnet", "features"}
 
 
@@ -143,9 +172,10 @@ def _count(value: Any, field: str) -> int:
     return value
 
 
-def _layer(entry: Any, shape: Shape, override: SubnetConfig | None, bound: float,
+def _layer(entry: Any, shape: Shape, override: SubnetConfig | None, bound: float, cond: int,
            field: str) -> tuple[list[nn.Module], Shape]:
-    """The modules of one ``layers`` entry at input shape (C, H, W), and the shape after them."""
+    """The modules of one ``layers`` entry at input shape (C, H, W), and the shape after them; ``cond``: condition
+    feature channels (0: unconditional)."""
     c, h, w = shape
     if entry == "squeeze":
         if h % 2 or w % 2:
@@ -154,30 +184,53 @@ def _layer(entry: Any, shape: Shape, override: SubnetConfig | None, bound: float
     if entry == "split":
         entry = {"split": "standard"}
     kinds = {"checkerboard", "channel", "glow", "split"} & set(entry if isinstance(entry, Mapping) else ())
-    if len(kinds) != 1 or not set(entry) <= kinds | {"subnet"}:
-        raise PAReconError(f"expected squeeze, split or one of {{checkerboard|channel|glow|split: …, subnet: …}}, "
-                           f"got {entry!r}", field=field)
+    options = {"subnet"} | ({"actnorm"} if kinds & {"checkerboard", "channel"} else set()) | (
+        {"packed"} if "checkerboard" in kinds else set())
+    if len(kinds) != 1 or not set(entry) <= kinds | options:
+        raise PAReconError("expected squeeze, split or one of {checkerboard: …, subnet: …, actnorm: …, packed: …}, "
+                           f"{{channel: …, subnet: …, actnorm: …}}, {{glow|split: …, subnet: …}}, got {entry!r}",
+                           field=field)
     (kind,) = kinds
     subnet = _subnet(entry.get("subnet"), override, f"{field}.subnet")
     if kind == "split":
         if entry["split"] not in ("standard", "conditional"):
             raise PAReconError(f"split prior must be standard or conditional, got {entry['split']!r}", field=field)
-        split = Split(c, entry["split"], 0, subnet)
+        split = Split(c, entry["split"], cond, subnet)
         return [split], (split.n_kept, h, w)
     n = _count(entry[kind], f"{field}.{kind}")
-    mask: Literal["checkerboard", "channel"] = "checkerboard" if kind == "checkerboard" else "channel"
+    for option in ("actnorm", "packed"):
+        if not isinstance(entry.get(option, False), bool):
+            raise PAReconError(f"expected true or false, got {entry[option]!r}", field=f"{field}.{option}")
+    mask: Mask = "channel"
+    if kind == "checkerboard":
+        mask = "checkerboard_packed" if entry.get("packed", False) else "checkerboard"
     modules: list[nn.Module] = []
     for i in range(n):
         if kind == "glow":
-            modules += [ActNorm(c), InvConv1x1(c)]
-        modules.append(AffineCoupling(c, mask, i % 2, subnet, 0, "tanh", bound))
+            modules += [ActNorm(c), InvConv1x1(c)] + ([AffineInjector(c, cond, subnet)] if cond else [])
+        elif entry.get("actnorm", False):
+            modules.append(ActNorm(c))
+        modules.append(AffineCoupling(c, mask, i % 2, subnet, cond, "tanh", bound))
     return modules, shape
+
+
+def _condition(values: Any) -> tuple[int, int, Any]:
+    """(classes, features, prior sub-network settings) of a layout's ``condition`` section; (0, 0, None) without
+    one."""
+    if values is None:
+        return 0, 0, None
+    if not isinstance(values, Mapping) or not {"classes", "features"} <= set(values) <= {"classes", "features",
+                                                                                          "subnet"}:
+        raise PAReconError(f"expected {{classes: n, features: n, subnet: … (optional)}}, got {values!r}",
+                           field="condition")
+    return (_count(values["classes"], "condition.classes"), _count(values["features"], "condition.features"),
+            values.get("subnet"))
 
 
 def build_image_flow(layout: Mapping[str, Any], shape: Shape, subnet: SubnetConfig | None = None) -> Flow:
     """The flow a layout mapping describes (see the module docstring) for images of shape (C, H, W).
 
-    ``subnet``, when given, replaces every sub-network of the layout (couplings, learned split priors and the
+    ``subnet``, when given, replaces every sub-network of the layout (couplings, injectors, learned priors and the
     variational dequantizer): smoke runs keep an architecture's structure but shrink its width.
     """
     unknown = sorted(set(layout) - _LAYOUT_KEYS)
@@ -186,6 +239,7 @@ def build_image_flow(layout: Mapping[str, Any], shape: Shape, subnet: SubnetConf
                            f"unknown: {unknown}", field="layers" if not unknown else unknown[0])
     n_bits = int(layout.get("n_bits", 8))
     bound = float(layout.get("scale_bound", 2.0))
+    classes, features, prior_subnet = _condition(layout.get("condition"))
     dequant = dict(layout.get("dequantization") or {"kind": "uniform"})
     if not set(dequant) <= _DEQUANT_KEYS or dequant.get("kind") not in ("uniform", "variational"):
         raise PAReconError(f"expected kind uniform or variational and optional {sorted(_DEQUANT_KEYS - {'kind'})}, "
@@ -204,25 +258,30 @@ def build_image_flow(layout: Mapping[str, Any], shape: Shape, subnet: SubnetConf
         modules.append(LogitTransform(float(alpha), shape[0]))
     current = shape
     for i, entry in enumerate(layout["layers"]):
-        added, current = _layer(entry, current, subnet, bound, f"layers[{i}]")
+        added, current = _layer(entry, current, subnet, bound, features, f"layers[{i}]")
         modules += added
-    return Flow(modules, GaussianPrior(current[0]), shape, dequantization=dequantizer)
+    prior = GaussianPrior(current[0], features, _subnet(prior_subnet, subnet, "condition.subnet"))
+    encoder = None
+    if classes:
+        encoder = LabelEncoder(classes, features, conditional_scales(modules, prior), (shape[1], shape[2]))
+    return Flow(modules, prior, shape, encoder=encoder, dequantization=dequantizer)
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def device_of(model: nn.Module) -> torch.device:
-    """The device of a model's parameters."""
-    return next(model.parameters()).device
+def label_condition(model: Flow, labels: Tensor) -> Tensor | None:
+    """The condition of class labels (B,) for a class-conditional flow (one-hot, on the model's device); None for an
+    unconditional flow, which ignores labels."""
+    if not isinstance(model.encoder, LabelEncoder):
+        return None
+    return one_hot_condition(labels.to(device_of(model)), model.encoder.in_channels)
 
 
 # -------------------------------------------------------------------------------------------------- likelihood
-def bits_per_dim_loss(model: nn.Module, batch: Tensor) -> tuple[Tensor, dict[str, float]]:
-    """Trainer loss: mean bits/dim of an integer batch (B, C, H, W) under one dequantization draw."""
-    return cast(Flow, model).bits_per_dim(batch.float()).mean(), {}
+def bits_per_dim_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    """Trainer loss: mean bits/dim of integer images (B, C, H, W) with labels (B,) under one dequantization draw,
+    conditioned on the labels for a class-conditional flow."""
+    flow = cast(Flow, model)
+    x, labels = batch
+    return flow.bits_per_dim(x.float(), label_condition(flow, labels)).mean(), {}
 
 
 def bits_per_dim_bounds(log_weights: Tensor, dims: int) -> tuple[Tensor, Tensor]:
@@ -249,52 +308,19 @@ class BitsPerDim:
 
 
 @torch.no_grad()
-def evaluate_bits_per_dim(model: Flow, images: Tensor, n_samples: int = 8, batch_size: int = 64,
+def evaluate_bits_per_dim(model: Flow, images: Tensor, labels: Tensor, n_samples: int = 8, batch_size: int = 64,
                           progress: bool = False) -> BitsPerDim:
-    """Bits/dim of integer images (N, C, H, W) on the model's device, ``batch_size`` images (each drawn
-    ``n_samples`` times) per forward pass."""
+    """Bits/dim of integer images (N, C, H, W) with labels (N,) (used by class-conditional flows) on the model's
+    device, ``batch_size`` images (each drawn ``n_samples`` times) per forward pass."""
     device = device_of(model)
     sums = torch.zeros(2, dtype=torch.float64)
     for start in tqdm(range(0, images.shape[0], batch_size), desc="bits/dim", disable=not progress):
         x = images[start:start + batch_size].to(device).float()
-        bounds = bits_per_dim_bounds(model.log_weights(x, n_samples=n_samples), x[0].numel())
+        cond = label_condition(model, labels[start:start + batch_size])
+        bounds = bits_per_dim_bounds(model.log_weights(x, cond, n_samples=n_samples), x[0].numel())
         sums += torch.stack([b.sum() for b in bounds]).cpu()
     n = images.shape[0]
     return BitsPerDim(float(sums[0]) / n, float(sums[1]) / n, n_samples, n)
-
-
-# ------------------------------------------------------------------------------------------------------ timing
-def median_ms(fn: Callable[[], object], device: torch.device, repeats: int = 5) -> float:
-    """Median wall time of ``fn()`` in milliseconds over ``repeats`` calls after one warm-up call (CUDA work is
-    synchronised before each clock reading)."""
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
-def hardware_name(device: torch.device) -> str:
-    """A short description of the device: the GPU's name, or the CPU model and torch's thread count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                  if line.startswith("model name")]
-        name = models[0] if models else name
-    threads = torch.get_num_threads()
-    return f"{name or 'CPU'} ({threads} thread{'' if threads == 1 else 's'})"
 
 
 # ----------------------------------------------------------------------------------------------------- figures
@@ -304,156 +330,125 @@ def _pixels(model: Flow, x: Tensor) -> Tensor:
     return x.float() / (model.dequantization.levels - 1)
 
 
+def n_classes(model: Flow) -> int:
+    """The number of classes of a class-conditional flow; 0 for an unconditional one."""
+    return model.encoder.in_channels if isinstance(model.encoder, LabelEncoder) else 0
+
+
+def sample_grid(model: Flow, n: int, temperature: float = 1.0) -> tuple[Tensor, int]:
+    """About ``n`` samples in [0, 1] for a grid, and the grid's row length. A class-conditional flow draws
+    ``max(1, n // classes)`` samples of each class, one row per class; an unconditional one draws n."""
+    k = n_classes(model)
+    if not k:
+        return _pixels(model, model.sample(n, temperature=temperature)), math.ceil(math.sqrt(n))
+    per_class = max(1, n // k)
+    labels = torch.arange(k).repeat_interleave(per_class)
+    return _pixels(model, model.sample(labels.numel(), label_condition(model, labels), temperature)), per_class
+
+
 @torch.no_grad()
 def save_samples(model: Flow, path: str | Path, n: int = 64, temperature: float = 1.0) -> None:
-    """A PNG grid of ``n`` samples drawn with the prior's standard deviations scaled by ``temperature``."""
-    save_image_grid(_pixels(model, model.sample(n, temperature=temperature)), path)
+    """A PNG grid of about ``n`` samples (see :func:`sample_grid`) drawn with the prior's standard deviations scaled
+    by ``temperature``."""
+    images, nrow = sample_grid(model, n, temperature)
+    save_image_grid(images, path, nrow=nrow)
+
+
+def same_class_pairs(labels: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """Indices (a, b), each (P,) with P ≤ n: disjoint pairs of items with equal labels, in order of first item."""
+    first: dict[int, int] = {}
+    a, b = [], []
+    for i, label in enumerate(labels.tolist()):
+        if label in first:
+            a.append(first.pop(label))
+            b.append(i)
+            if len(a) == n:
+                break
+        else:
+            first[label] = i
+    return torch.tensor(a, dtype=torch.long), torch.tensor(b, dtype=torch.long)
 
 
 @torch.no_grad()
-def save_interpolations(model: Flow, x_a: Tensor, x_b: Tensor, path: str | Path, steps: int = 10) -> None:
+def save_interpolations(model: Flow, x_a: Tensor, x_b: Tensor, path: str | Path, steps: int = 10,
+                        labels: Tensor | None = None) -> None:
     """A PNG with one row per pair (x_a[i], x_b[i]) of integer images (P, C, H, W): ``steps`` decodings along the
-    straight line between their latents (end points included)."""
+    straight line between their latents (end points included); a class-conditional flow encodes and decodes both
+    under ``labels`` (P,)."""
     device = device_of(model)
-    path_images = model.interpolate(x_a.to(device).float(), x_b.to(device).float(), steps)  # (steps, P, C, H, W)
+    cond = None if labels is None else label_condition(model, labels)
+    path_images = model.interpolate(x_a.to(device).float(), x_b.to(device).float(), steps, cond)
     save_image_grid(_pixels(model, path_images.transpose(0, 1).flatten(0, 1)), path, nrow=steps)
 
 
 @torch.no_grad()
 def save_split_resamples(model: Flow, x: Tensor, path: str | Path, resampled: int, n: int = 8,
-                         temperature: float = 1.0) -> None:
+                         temperature: float = 1.0, labels: Tensor | None = None) -> None:
     """A PNG with one row per integer image of x (B, C, H, W): the image, then ``n`` decodings in which the first
-    ``resampled`` (finest) split latents are drawn afresh from their priors and the later latents are kept."""
+    ``resampled`` (finest) split latents are drawn afresh from their priors and the later latents are kept (under
+    the images' ``labels`` (B,) for a class-conditional flow)."""
     if not 1 <= resampled < len(model.latent_shapes):
         raise PAReconError(f"this flow has {len(model.latent_shapes) - 1} split latent(s), cannot resample "
                            f"{resampled}", field="resampled")
     assert model.dequantization is not None
     x = x.to(device_of(model)).float()
-    kept = model.encode(x)[resampled:]
+    cond = None if labels is None else label_condition(model, labels)
+    kept = model.encode(x, cond)[resampled:]
     columns = [x]
     for _ in range(n):
         latents: list[Tensor | None] = [None] * resampled
-        y = model.inverse([*latents, *kept], temperature=temperature).y
+        y = model.inverse([*latents, *kept], cond, temperature=temperature).y
         columns.append(model.dequantization.quantize(y))
     save_image_grid(_pixels(model, torch.stack(columns, dim=1).flatten(0, 1)), path, nrow=n + 1)
 
 
-# ------------------------------------------------------------------------------------------------- run folder
-def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically (a temporary file in the same folder, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+@torch.no_grad()
+def label_swap(model: Flow, x: Tensor, labels: Tensor) -> Tensor:
+    """Style transfer of a class-conditional flow: integer images x (B, C, H, W) encoded under their labels (B,),
+    then decoded under every class: (B, classes, C, H, W), integers."""
+    k = n_classes(model)
+    if not k:
+        raise PAReconError("label swap needs a class-conditional flow", field="condition")
+    device = device_of(model)
+    x = x.to(device).float()
+    latents = model.encode(x, label_condition(model, labels))
+    b = x.shape[0]
+    targets = torch.arange(k).repeat(b)  # image-major: image 0 under classes 0 … k-1, image 1, …
+    decoded = model.decode([z.repeat_interleave(k, dim=0) for z in latents], label_condition(model, targets))
+    return decoded.view(b, k, *x.shape[1:])
 
 
-def read_run(run_dir: str | Path) -> dict[str, Any]:
-    """The run record of a training folder (see :func:`train_image_flow`)."""
-    path = Path(run_dir) / RUN_FILE
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PAReconError("no run record: train the model into this folder first", file=path) from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise PAReconError(f"unreadable run record ({err})", file=path) from None
-    return record
+def save_label_swap(model: Flow, x: Tensor, labels: Tensor, path: str | Path) -> None:
+    """A PNG with one row per image of x (B, C, H, W): the image, then its :func:`label_swap` decodings under
+    classes 0 … K − 1."""
+    swapped = label_swap(model, x, labels)
+    rows = torch.cat([x.to(swapped.device).float()[:, None], swapped], dim=1)
+    save_image_grid(_pixels(model, rows.flatten(0, 1)), path, nrow=rows.shape[1])
 
 
-def fresh_run_dir(run_dir: Path, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The run record to continue, or a new one after clearing a folder trained with other settings."""
-    if (run_dir / RUN_FILE).is_file():
-        record = read_run(run_dir)
-        if record.get("settings") == settings:
-            return record
-    stale = [run_dir / name for name in ("last.pt", "best.pt", "samples", RUN_FILE) if (run_dir / name).exists()]
-    if stale:
-        print(f"{run_dir}: trained with other settings; starting afresh")
-    for target in stale:
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink()
-    return {"settings": dict(settings), "train_seconds": 0.0, "hardware": []}
-
-
-BOOKKEEPING = {"out_dir", "val_every", "sample_every", "checkpoint_every", "log_every", "device", "num_workers",
-                "progress", "tracking", "tracking_uri", "experiment", "run_name", "log_model", "compile"}
-"""Training options that do not change the trained model: changing them resumes a run instead of restarting."""
-
-
-class WallClock:
-    """Training wall time summed over processes, saved into the run record at most every ``every`` seconds, so
-    a killed process loses little of it."""
-
-    def __init__(self, path: Path, record: dict[str, Any], every: float = 30.0) -> None:
-        self.path, self.record, self.every = path, record, every
-        self.start = self.saved_at = time.perf_counter()
-        self.base = float(record["train_seconds"])
-        self.ticked = False
-
-    def note_hardware(self, name: str) -> None:
-        """Add a device description to the record's ``hardware`` list (once)."""
-        if name not in self.record["hardware"]:
-            self.record["hardware"].append(name)
-
-    def save(self) -> None:
-        """Write the record with the time spent so far."""
-        now = time.perf_counter()
-        self.record["train_seconds"] = self.base + now - self.start
-        write_json(self.path, self.record)
-        self.saved_at = now
-
-    def timed(self, loss_fn: LossFn) -> LossFn:
-        """``loss_fn`` that also saves the clock when it is due."""
-
-        def loss(model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, float]]:
-            self.ticked = True
-            if time.perf_counter() - self.saved_at >= self.every:
-                self.save()
-            return loss_fn(model, batch)
-
-        return loss
-
-
+# ------------------------------------------------------------------------------------------------------ training
 def train_image_flow(layout: Mapping[str, Any], config: TrainConfig, splits: ImageSplits,
                      subnet: SubnetConfig | None = None, settings: Mapping[str, Any] | None = None,
                      extra_params: Mapping[str, Any] | None = None) -> dict[str, float]:
     """Train the flow of ``layout`` on ``splits`` by bits/dim into ``config.out_dir``; returns the final metrics.
 
-    The folder gets the trainer's files (``last.pt``, ``best.pt``, ``samples/``) and ``run.json``: ``settings``
-    (``layout``, ``subnet``, ``shape``, the training options that shape the result, and the caller's
-    ``settings``, e.g. the data selection), the training wall time ``train_seconds`` summed over processes, and
-    the ``hardware`` used. A folder trained with the same settings is resumed (from ``last.pt``, also after a
-    finished run, which then returns at once); one trained with other settings is cleared first.
+    The folder gets the trainer's files (``last.pt``, ``best.pt``, ``samples/``) and ``run.json`` (see
+    :func:`pa_recon.bench.runs.open_run`): its ``settings`` hold ``layout``, ``subnet``, ``shape``, the training
+    options that shape the result and the caller's ``settings`` (e.g. the data selection). A folder trained with the
+    same settings is resumed (from ``last.pt``, also after a finished run, which then returns at once); one trained
+    with other settings is cleared first.
     """
-    run_dir = Path(config.out_dir)
-    trajectory = {k: v for k, v in config.to_dict().items() if k not in BOOKKEEPING}
-    recorded = {"layout": dict(layout), "subnet": None if subnet is None else vars(subnet),
-                "shape": list(splits.shape), "train": trajectory, **(settings or {})}
-    record = fresh_run_dir(run_dir, json.loads(json.dumps(recorded)))
+    record = open_run(config, {"layout": dict(layout), "subnet": None if subnet is None else vars(subnet),
+                               "shape": list(splits.shape), **(settings or {})})
     torch.manual_seed(config.seed)
     model = build_image_flow(layout, splits.shape, subnet)
-    n_samples = 64
 
     def draw(flow: nn.Module) -> Tensor:
-        return _pixels(cast(Flow, flow), cast(Flow, flow).sample(n_samples))
+        return sample_grid(cast(Flow, flow), 64)[0]
 
-    clock = WallClock(run_dir / RUN_FILE, record)
-    trainer = Trainer(model, config, clock.timed(bits_per_dim_loss), splits.train, splits.val, sample_fn=draw,
-                      extra_params={"layout": dict(layout), **(extra_params or {})})
-    clock.note_hardware(hardware_name(trainer.device))
-    try:
-        return trainer.fit()
-    finally:
-        if clock.ticked:  # a finished run returns without training and leaves its folder untouched
-            clock.save()
+    return fit_recorded(config, record, bits_per_dim_loss, lambda loss: Trainer(
+        model, config, loss, splits.labelled("train"), splits.labelled("val"), sample_fn=draw,
+        extra_params={"layout": dict(layout), **(extra_params or {})}))
 
 
 def load_trained_flow(run_dir: str | Path, device: torch.device) -> tuple[Flow, dict[str, Any], dict[str, Any]]:
@@ -475,12 +470,15 @@ def load_trained_flow(run_dir: str | Path, device: torch.device) -> tuple[Flow, 
     return model.to(device).eval(), record, checkpoint
 
 
+# ---------------------------------------------------------------------------------------------------- evaluation
 @dataclass(frozen=True)
 class EvalConfig:
     """Evaluation settings: ``n_samples`` dequantization draws per image (importance sampling), ``batch_size``
-    images per pass (and per timing), ``timing_repeats``; figures: sample grids of ``grid_size`` images at each of
-    ``temperatures``, ``interpolation_pairs`` rows of ``interpolation_steps`` images, ``split_rows`` rows of
-    ``split_resamples`` re-drawn early-split latents at ``split_temperature``; ``seed``; ``device``."""
+    images per pass (and per timing), ``timing_repeats``; figures: sample grids of about ``grid_size`` images at each
+    of ``temperatures`` (class-conditional flows: one row per class), ``interpolation_pairs`` rows of
+    ``interpolation_steps`` images (class-conditional flows: pairs of one class), ``split_rows`` rows of
+    ``split_resamples`` re-drawn early-split latents at ``split_temperature``, ``swap_rows`` label-swap rows
+    (class-conditional flows); ``seed``; ``device``."""
 
     n_samples: int = 8
     batch_size: int = 64
@@ -492,6 +490,7 @@ class EvalConfig:
     split_rows: int = 6
     split_resamples: int = 8
     split_temperature: float = 1.0
+    swap_rows: int = 6
     seed: int = 0
     device: str = "auto"
 
@@ -508,46 +507,68 @@ class EvalConfig:
         return cls(**settings)
 
 
-def evaluate_image_flow(model: Flow, splits: ImageSplits, config: EvalConfig, out_dir: str | Path,
-                        progress: bool = True) -> dict[str, Any]:
-    """Bits/dim on the validation and test images, timings, parameter count and figures (PNG in ``out_dir``).
-
-    Returns ``val_bpd`` / ``test_bpd`` (importance-weighted, ``n_samples`` draws), ``val_bpd_single_draw`` /
-    ``test_bpd_single_draw``, ``inference_ms`` (one bits/dim pass, one draw, ``batch_size`` test images),
-    ``sampling_ms`` (``batch_size`` samples at temperature 1), ``parameters``, ``n_samples``, ``batch_size``,
-    ``n_val``, ``n_test``, ``device`` and the names of the figure files. Timings are fp32.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = device_of(model)
-    torch.manual_seed(config.seed)
-    result: dict[str, Any] = {"parameters": count_parameters(model), "n_samples": config.n_samples,
-                              "batch_size": config.batch_size, "device": hardware_name(device)}
-    for name, images in (("val", splits.val), ("test", splits.test)):
-        bpd = evaluate_bits_per_dim(model, images, config.n_samples, config.batch_size, progress)
-        result.update({f"{name}_bpd": bpd.importance, f"{name}_bpd_single_draw": bpd.single_draw,
-                       f"n_{name}": bpd.n_images})
-    batch = splits.test[:config.batch_size].to(device).float()
-    with torch.no_grad():
-        result["inference_ms"] = median_ms(lambda: model.bits_per_dim(batch), device, config.timing_repeats)
-        result["sampling_ms"] = median_ms(lambda: model.sample(config.batch_size), device, config.timing_repeats)
+def _figures(model: Flow, splits: ImageSplits, config: EvalConfig, out: Path) -> list[str]:
+    """Write the evaluation figures into ``out``; their file names."""
     figures = []
     for t in config.temperatures:
         torch.manual_seed(config.seed)
         figures.append(f"samples_T{t:.2f}.png")
         save_samples(model, out / figures[-1], config.grid_size, t)
-    pairs = splits.test[:2 * config.interpolation_pairs]
-    n_pairs = pairs.shape[0] // 2
-    if n_pairs:
+    test, labels = splits.labelled("test")
+    conditional = n_classes(model) > 0
+    if conditional:
+        a, b = same_class_pairs(labels, config.interpolation_pairs)
+    else:
+        n_pairs = min(config.interpolation_pairs, test.shape[0] // 2)
+        a, b = torch.arange(n_pairs), torch.arange(n_pairs, 2 * n_pairs)
+    if a.numel():
         figures.append("interpolation.png")
-        save_interpolations(model, pairs[:n_pairs], pairs[n_pairs:2 * n_pairs], out / figures[-1],
-                            config.interpolation_steps)
+        save_interpolations(model, test[a], test[b], out / figures[-1], config.interpolation_steps,
+                            labels[a] if conditional else None)
+    rows = slice(0, config.split_rows)
     for level in range(1, len(model.latent_shapes)):
         torch.manual_seed(config.seed)
         figures.append(f"split_resample_level{level}.png")
-        save_split_resamples(model, splits.test[:config.split_rows], out / figures[-1], level,
-                             config.split_resamples, config.split_temperature)
-    result["figures"] = figures
+        save_split_resamples(model, test[rows], out / figures[-1], level, config.split_resamples,
+                             config.split_temperature, labels[rows] if conditional else None)
+    if conditional and config.swap_rows:
+        figures.append("label_swap.png")
+        save_label_swap(model, test[:config.swap_rows], labels[:config.swap_rows], out / figures[-1])
+    return figures
+
+
+def evaluate_image_flow(model: Flow, splits: ImageSplits, config: EvalConfig, out_dir: str | Path,
+                        progress: bool = True) -> dict[str, Any]:
+    """Bits/dim on the validation and test images (class-conditional flows: log p(x | label)), timings, parameter
+    count and figures (PNG in ``out_dir``).
+
+    Returns ``val_bpd`` / ``test_bpd`` (importance-weighted, ``n_samples`` draws), ``val_bpd_single_draw`` /
+    ``test_bpd_single_draw``, ``inference_ms`` (one bits/dim pass, one draw, ``batch_size`` test images),
+    ``sampling_ms`` (``batch_size`` samples at temperature 1), ``parameters``, ``conditional`` (the number of
+    classes; 0: unconditional), ``n_samples``, ``batch_size``, ``n_val``, ``n_test``, ``device`` and the names of the
+    figure files. Timings are fp32.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = device_of(model)
+    torch.manual_seed(config.seed)
+    result: dict[str, Any] = {"parameters": count_parameters(model), "conditional": n_classes(model),
+                              "n_samples": config.n_samples, "batch_size": config.batch_size,
+                              "device": hardware_name(device)}
+    for name in ("val", "test"):
+        images, labels = splits.labelled(name)
+        bpd = evaluate_bits_per_dim(model, images, labels, config.n_samples, config.batch_size, progress)
+        result.update({f"{name}_bpd": bpd.importance, f"{name}_bpd_single_draw": bpd.single_draw,
+                       f"n_{name}": bpd.n_images})
+    test, labels = splits.labelled("test")
+    batch, cond = test[:config.batch_size].to(device).float(), label_condition(model, labels[:config.batch_size])
+    sample_cond = label_condition(model, torch.arange(config.batch_size) % max(1, n_classes(model)))
+    with torch.no_grad():
+        result["inference_ms"] = 1e3 * median_seconds(lambda: model.bits_per_dim(batch, cond), device,
+                                                      config.timing_repeats)
+        result["sampling_ms"] = 1e3 * median_seconds(lambda: model.sample(config.batch_size, sample_cond), device,
+                                                     config.timing_repeats)
+    result["figures"] = _figures(model, splits, config, out)
     return result
 
 
@@ -570,7 +591,9 @@ def results_markdown(results: Mapping[str, Mapping[str, Any]], reference: Mappin
     ``train_seconds`` and ``train_hardware``) beside the reference figures.
 
     ``reference``: ``title``, ``models`` ({name: {test_bpd, parameters}}) for the reference implementation's
-    numbers of the same models, and ``literature`` ({method: test bits/dim}).
+    numbers of the same models, ``literature`` ({method: test bits/dim}) and an optional ``note`` printed under the
+    table (e.g. why the figures are not comparable). Class-conditional models are marked; their bits/dim are of
+    the image given its label.
     """
     ref_models = reference.get("models", {})
     first = next(iter(results.values()), {})
@@ -591,7 +614,8 @@ def results_markdown(results: Mapping[str, Mapping[str, Any]], reference: Mappin
         hardware = ", ".join(r.get("train_hardware", []))
         if r.get("device") and r["device"] not in hardware:
             hardware += f"; timings: {r['device']}"
-        cells = [f"{name} (smoke)" if smoke else name, _number(r.get("val_bpd")), _number(r.get("test_bpd")),
+        label = f"{name} (class-conditional)" if r.get("conditional") else name
+        cells = [f"{label} (smoke)" if smoke else label, _number(r.get("val_bpd")), _number(r.get("test_bpd")),
                  _number(ref.get("test_bpd")), _number(r.get("parameters")), _number(ref.get("parameters")),
                  _number(r.get("inference_ms"), 1), _number(r.get("sampling_ms"), 1),
                  _duration(r.get("train_seconds", 0.0)), hardware]
@@ -599,6 +623,8 @@ def results_markdown(results: Mapping[str, Mapping[str, Any]], reference: Mappin
     literature = reference.get("literature", {})
     if literature:
         lines += ["", "Published test bits/dim: " + ", ".join(f"{m} {v}" for m, v in literature.items()) + "."]
+    if reference.get("note"):
+        lines += ["", str(reference["note"]).strip()]
     lines += ["", f"Bits/dim are importance-weighted lower bounds with K = {k} dequantization draws per image "
               f"(val: {first.get('n_val', '?')} images, test: {first.get('n_test', '?')} images). Inference: one "
               "bits/dim pass (one draw) over a test batch; sampling: drawing a batch at temperature 1; median of "

@@ -34,7 +34,6 @@ PSNR/SSIM as in SRFlow, LR-PSNR), metrics are averaged over the outputs and then
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -64,15 +63,7 @@ from pa_recon.errors import PAReconError
 from pa_recon.flows import FlowConfig, RRDBEncoder, UNetEncoder, UniformDequantization, build_flow
 from pa_recon.train.checkpoint import inference_state_dict, load_checkpoint
 from pa_recon.train.config import TrainConfig
-from pa_recon.bench.image_flows import (
-    BOOKKEEPING,
-    RUN_FILE,
-    fresh_run_dir,
-    WallClock,
-    count_parameters,
-    hardware_name,
-    read_run,
-)
+from pa_recon.bench.runs import RUN_FILE, count_parameters, fit_recorded, open_run, read_run
 from pa_recon.train.trainer import LossFn, Trainer
 
 Kind = Literal["flow", "regression"]
@@ -331,9 +322,8 @@ def train_sr(kind: Kind, model: Mapping[str, Any], config: TrainConfig, train: t
             raise PAReconError("encoder_from_regression is on but no regression run was given",
                                field="encoder_from_regression")
         init = {"run": str(encoder_from), "md5": _md5(Path(encoder_from) / "last.pt")}
-    recorded = {"kind": kind, "scale": scale, "patch_size": patch_size, "model": dict(model), "encoder_from": init,
-                "train": {k: v for k, v in config.to_dict().items() if k not in BOOKKEEPING}, **(settings or {})}
-    record = fresh_run_dir(run_dir, json.loads(json.dumps(recorded)))
+    record = open_run(config, {"kind": kind, "scale": scale, "patch_size": patch_size, "model": dict(model),
+                               "encoder_from": init, **(settings or {})})
     torch.manual_seed(config.seed)
     net = build_sr_model(kind, model, scale, patch_size)
     if init is not None and not (run_dir / "last.pt").exists():
@@ -344,14 +334,8 @@ def train_sr(kind: Kind, model: Mapping[str, Any], config: TrainConfig, train: t
     preview, rows = (val if val is not None else train), 4 if kind == "flow" else 8
     draw = _preview(kind, preview[0][:rows], preview[1][:rows])
     record["parameters"] = count_parameters(net)
-    clock = WallClock(run_dir / RUN_FILE, record)
-    trainer = Trainer(net, config, clock.timed(LOSSES[kind]), train, val, sample_fn=draw,
-                      extra_params={"model": dict(model), **(extra_params or {})})
-    clock.note_hardware(hardware_name(trainer.device))
-    try:
-        return trainer.fit()
-    finally:
-        clock.save()
+    return fit_recorded(config, record, LOSSES[kind], lambda loss: Trainer(
+        net, config, loss, train, val, sample_fn=draw, extra_params={"model": dict(model), **(extra_params or {})}))
 
 
 def load_sr_run(run_dir: str | os.PathLike[str], device: torch.device) -> tuple[SRFlow | SRRegressor, dict[str, Any],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,35 @@ def load_params(path: str | Path, section: str) -> dict[str, Any]:
     if not isinstance(params, dict) or not isinstance(params.get(section), dict):
         raise PAReconError("missing section", file=path, field=section)
     return params[section]
+
+
+def benchmark_profile(path: str | Path, required: Sequence[str],
+                      profile_required: Sequence[str] = ()) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """The ``benchmark`` section of a benchmark params file (which must hold ``profile`` and the ``required`` keys),
+    the name of its active profile and that profile's section of ``profiles`` (which must hold ``profile_required``).
+
+    Applies the profile's optional ``cpu_threads`` (torch's CPU threads; absent or null: torch's default).
+    """
+    bench = load_params(path, "benchmark")
+    missing = [k for k in ("profile", *required) if k not in bench]
+    if missing:
+        raise PAReconError(f"missing settings {missing}", file=path, field="benchmark")
+    profiles = load_params(path, "profiles")
+    name = bench["profile"]
+    profile = profiles.get(name)
+    if not isinstance(profile, dict):
+        raise PAReconError(f"profile {name!r} is not defined; defined: {sorted(profiles)}", file=path,
+                           field="benchmark.profile")
+    missing = [k for k in profile_required if k not in profile]
+    if missing:
+        raise PAReconError(f"missing settings {missing}", file=path, field=f"profiles.{name}")
+    threads = profile.get("cpu_threads")
+    if threads is not None:
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise PAReconError(f"must be a positive integer, got {threads!r}", file=path,
+                               field=f"profiles.{name}.cpu_threads")
+        torch.set_num_threads(threads)
+    return bench, name, profile
 
 
 def geometry_from_params(path: str | Path) -> tuple[Grid, LinearArray]:

@@ -1,7 +1,8 @@
 """Image-flow benchmark sub-commands: flow-train, flow-eval, flow-report.
 
 They read a benchmark params file (e.g. pipelines/mnist/params.yaml) with the sections ``benchmark`` (``profile``,
-``dataset``, ``data_root``, ``val_size``, ``seed``, ``tracking``, ``tracking_uri``, ``experiment``), ``models``
+``dataset``, ``data_root``, ``val_size``, ``seed``, ``tracking``, ``tracking_uri``, ``experiment``, optional
+``shuffle_seed``), ``models``
 (one layout per model, see :mod:`pa_recon.bench.image_flows`), ``profiles`` (per profile: ``subset``, ``subnet``,
 ``train``, ``eval``, optional ``cpu_threads`` and ``smoke`` flag) and ``reference`` (published figures for the
 report).
@@ -16,13 +17,14 @@ from typing import Any
 
 import torch
 
-from pa_recon.cli.common import load_params, pick_device
+from pa_recon.cli.common import benchmark_profile, load_params, pick_device
 from pa_recon.errors import PAReconError
 from pa_recon.flows import SubnetConfig
 from pa_recon.report import write_metrics_json, write_text
 from pa_recon.train import TrainConfig
 from pa_recon.bench.image_flows import (
     EvalConfig,
+    ImageSplits,
     evaluate_image_flow,
     load_image_splits,
     load_trained_flow,
@@ -31,34 +33,9 @@ from pa_recon.bench.image_flows import (
 )
 from pa_recon.train.tracking import start_tracker
 
-_BENCHMARK_KEYS = ("profile", "dataset", "data_root", "val_size", "seed", "tracking", "tracking_uri", "experiment")
+_BENCHMARK_KEYS = ("dataset", "data_root", "val_size", "seed", "tracking", "tracking_uri", "experiment")
 _REPORTED = ("val_bpd", "test_bpd", "val_bpd_single_draw", "test_bpd_single_draw", "inference_ms", "sampling_ms",
              "parameters", "train_seconds", "train_steps")
-
-
-def _benchmark(path: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
-    """The ``benchmark`` section, the active profile's name and its section."""
-    bench = load_params(path, "benchmark")
-    missing = [k for k in _BENCHMARK_KEYS if k not in bench]
-    if missing:
-        raise PAReconError(f"missing settings {missing}", file=path, field="benchmark")
-    profiles = load_params(path, "profiles")
-    name = bench["profile"]
-    if not isinstance(profiles.get(name), dict):
-        raise PAReconError(f"profile {name!r} is not defined; defined: {sorted(profiles)}", file=path,
-                           field="benchmark.profile")
-    return bench, name, profiles[name]
-
-
-def _use_threads(profile: dict[str, Any], path: str, name: str) -> None:
-    """Apply the profile's ``cpu_threads`` (torch's CPU threads; absent or null: torch's default)."""
-    threads = profile.get("cpu_threads")
-    if threads is None:
-        return
-    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise PAReconError(f"must be a positive integer, got {threads!r}", file=path,
-                           field=f"profiles.{name}.cpu_threads")
-    torch.set_num_threads(threads)
 
 
 def _subnet(profile: dict[str, Any], path: str, name: str) -> SubnetConfig | None:
@@ -69,10 +46,14 @@ def _subnet(profile: dict[str, Any], path: str, name: str) -> SubnetConfig | Non
         raise PAReconError(str(err), file=path, field=f"profiles.{name}.subnet") from None
 
 
+def _splits(data_root: str, data: dict[str, Any]) -> ImageSplits:
+    """The image splits of a run's data selection (``dataset``, ``val_size``, ``subset``, ``shuffle_seed``)."""
+    return load_image_splits(data["dataset"], data_root, data["val_size"], data["subset"], data["shuffle_seed"])
+
+
 def cmd_flow_train(args: argparse.Namespace) -> None:
     """Train one model of the params file's ``models`` under the active profile, resuming a stopped run."""
-    bench, profile_name, profile = _benchmark(args.params)
-    _use_threads(profile, args.params, profile_name)
+    bench, profile_name, profile = benchmark_profile(args.params, _BENCHMARK_KEYS)
     models = load_params(args.params, "models")
     if args.model not in models:
         raise PAReconError(f"unknown model; defined: {sorted(models)}", file=args.params, field="models")
@@ -81,8 +62,9 @@ def cmd_flow_train(args: argparse.Namespace) -> None:
         "tracking_uri": bench["tracking_uri"], "experiment": bench["experiment"],
         "run_name": f"{args.model}-{profile_name}",
     })
-    data = {"dataset": bench["dataset"], "val_size": bench["val_size"], "subset": profile.get("subset")}
-    splits = load_image_splits(bench["dataset"], bench["data_root"], bench["val_size"], profile.get("subset"))
+    data = {"dataset": bench["dataset"], "val_size": bench["val_size"], "subset": profile.get("subset"),
+            "shuffle_seed": bench.get("shuffle_seed")}
+    splits = _splits(bench["data_root"], data)
     metrics = train_image_flow(models[args.model], config, splits, _subnet(profile, args.params, profile_name),
                                settings={"data": data, "profile": profile_name},
                                extra_params={"model": args.model, "profile": profile_name, "data": data})
@@ -91,12 +73,11 @@ def cmd_flow_train(args: argparse.Namespace) -> None:
 
 def cmd_flow_eval(args: argparse.Namespace) -> None:
     """Bits/dim, timings and figures of a trained model; ``metrics.json`` and PNGs in ``--out``."""
-    bench, profile_name, profile = _benchmark(args.params)
-    _use_threads(profile, args.params, profile_name)
+    bench, profile_name, profile = benchmark_profile(args.params, _BENCHMARK_KEYS)
     config = EvalConfig.from_dict(profile.get("eval", {}))
     model, record, checkpoint = load_trained_flow(args.checkpoint, pick_device(config.device))
     data = record["settings"]["data"]
-    splits = load_image_splits(data["dataset"], bench["data_root"], data["val_size"], data["subset"])
+    splits = _splits(bench["data_root"], data)
     out = Path(args.out)
     result = evaluate_image_flow(model, splits, config, out)
     result.update(model=args.model, profile=record["settings"]["profile"], train_seconds=record["train_seconds"],

@@ -3,7 +3,7 @@
 sr-train and sr-eval read a benchmark params file (pipelines/sr/params.yaml) with the sections ``benchmark``
 (``profile``, ``data_root``, ``train_sets``, ``val_images``, ``test_sets``, ``scale``, ``seed``, ``tracking``,
 ``tracking_uri``, ``experiment``), ``profiles`` (per profile: ``patches``, ``model``, ``train`` with one section
-per model, ``eval``, and optional ``threads`` and ``smoke``) and ``reference`` (published bicubic figures).
+per model, ``eval``, and optional ``cpu_threads`` and ``smoke``) and ``reference`` (published bicubic figures).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pa_recon.cli.common import load_params, pick_device
+from pa_recon.cli.common import benchmark_profile, load_params, pick_device
 from pa_recon.data.sr_images import read_image, to_uint8
 from pa_recon.errors import PAReconError
 from pa_recon.report import write_text
 from pa_recon.train import TrainConfig
-from pa_recon.bench.image_flows import RUN_FILE, hardware_name, write_json
+from pa_recon.bench.runs import RUN_FILE, hardware_name, write_json
 from pa_recon.bench.sr_flow import (
     EvalImage,
     Evaluation,
@@ -49,34 +49,14 @@ from pa_recon.bench.sr_flow import (
 )
 from pa_recon.train.tracking import start_tracker
 
-_BENCHMARK_KEYS = ("profile", "data_root", "train_sets", "val_images", "test_sets", "scale", "seed", "tracking",
+_BENCHMARK_KEYS = ("data_root", "train_sets", "val_images", "test_sets", "scale", "seed", "tracking",
                    "tracking_uri", "experiment")
 _PROFILE_KEYS = ("patches", "model", "train", "eval")
 
 
-def _benchmark(path: str) -> tuple[dict[str, Any], str, dict[str, Any]]:
-    """The ``benchmark`` section, the active profile's name and its section; applies the profile's ``threads``."""
-    bench = load_params(path, "benchmark")
-    missing = [k for k in _BENCHMARK_KEYS if k not in bench]
-    if missing:
-        raise PAReconError(f"missing settings {missing}", file=path, field="benchmark")
-    profiles = load_params(path, "profiles")
-    name = bench["profile"]
-    profile = profiles.get(name)
-    if not isinstance(profile, dict):
-        raise PAReconError(f"profile {name!r} is not defined; defined: {sorted(profiles)}", file=path,
-                           field="benchmark.profile")
-    missing = [k for k in _PROFILE_KEYS if k not in profile]
-    if missing:
-        raise PAReconError(f"missing settings {missing}", file=path, field=f"profiles.{name}")
-    if profile.get("threads"):
-        torch.set_num_threads(int(profile["threads"]))
-    return bench, name, profile
-
-
 def cmd_sr_train(args: argparse.Namespace) -> None:
     """Train the flow or the regression baseline under the active profile, resuming a stopped run."""
-    bench, profile_name, profile = _benchmark(args.params)
+    bench, profile_name, profile = benchmark_profile(args.params, _BENCHMARK_KEYS, _PROFILE_KEYS)
     train_sections = profile["train"]
     if args.model not in train_sections:
         raise PAReconError(f"no training settings for {args.model}", file=args.params,
@@ -126,7 +106,7 @@ def _run_note(name: str, record: dict[str, Any], checkpoint: dict[str, Any]) -> 
 def cmd_sr_eval(args: argparse.Namespace) -> None:
     """Score bicubic, the regression baseline and the flow at each temperature on the test sets; write
     ``metrics.json`` (set means), ``per_image.json``, ``table.md`` and ``figure.png`` in ``--out``."""
-    bench, profile_name, profile = _benchmark(args.params)
+    bench, profile_name, profile = benchmark_profile(args.params, _BENCHMARK_KEYS, _PROFILE_KEYS)
     config = SREvalConfig.from_dict(profile["eval"])
     reference = load_params(args.params, "reference")
     device = pick_device(config.device)

@@ -12,7 +12,7 @@ from pa_recon.flows.builders import FlowConfig, build_flow
 from pa_recon.flows.conv1x1 import InvConv1x1
 from pa_recon.flows.coupling import AffineCoupling
 from pa_recon.flows.dequantization import UniformDequantization, VariationalDequantization
-from pa_recon.flows.encoders import RRDBEncoder, UNetEncoder
+from pa_recon.flows.encoders import LabelEncoder, RRDBEncoder, UNetEncoder, one_hot_condition
 from pa_recon.flows.injector import AffineInjector
 from pa_recon.flows.model import Decoding, Encoding, Flow
 from pa_recon.flows.pretransform import LogitTransform
@@ -22,7 +22,7 @@ from pa_recon.flows.subnets import SubnetConfig
 
 __all__ = [
     "ActNorm", "AffineCoupling", "AffineInjector", "Decoding", "Encoding", "Flow", "FlowConfig", "GaussianPrior",
-    "HaarDownsample", "InvConv1x1", "Inverse", "InvertibleModule", "LogitTransform", "RRDBEncoder",
+    "HaarDownsample", "InvConv1x1", "Inverse", "InvertibleModule", "LabelEncoder", "LogitTransform", "RRDBEncoder",
     "SequentialFlow", "Split", "Squeeze", "SubnetConfig", "UNetEncoder", "UniformDequantization",
-    "VariationalDequantization", "build_flow",
+    "VariationalDequantization", "build_flow", "one_hot_condition",
 ]

@@ -147,3 +147,36 @@ class RRDBEncoder(nn.Module):
         if height < h.shape[2]:
             return F.adaptive_avg_pool2d(h, (height, width))
         return F.interpolate(h, size=(height, width), mode="bilinear", align_corners=False)
+
+
+class LabelEncoder(nn.Module):
+    """Class labels as condition features: a one-hot condition (B, classes, 1, 1) -> a learned embedding of each class
+    per flow scale s, (B, out_channels, H / 2^s, W / 2^s), constant over the image (H, W = ``size``, the flow's
+    input size). Make the condition with :func:`one_hot_condition`."""
+
+    def __init__(self, classes: int, out_channels: int, scales: Sequence[int], size: tuple[int, int]) -> None:
+        super().__init__()
+        self.scales, self.in_channels, self.size = list(scales), classes, size
+        k = 2 ** max(self.scales, default=0)
+        if not self.scales or min(self.scales) < 0 or classes < 2 or size[0] % k or size[1] % k:
+            raise PAReconError(f"bad label encoder settings: classes={classes}, scales={self.scales}, size={size}",
+                               field="scales")
+        self.embed = nn.ModuleDict({str(s): nn.Conv2d(classes, out_channels, 1) for s in self.scales})
+
+    def forward(self, cond: Tensor) -> list[Tensor]:
+        """(B, classes, 1, 1) -> [(B, out_channels, H / 2^s, W / 2^s) for s in scales]."""
+        check_image(cond, self.in_channels, "cond")
+        if cond.shape[2:] != (1, 1):
+            raise PAReconError(f"a label condition is (B, {self.in_channels}, 1, 1), got {tuple(cond.shape)}",
+                               field="cond")
+        h, w = self.size
+        return [self.embed[str(s)](cond).expand(-1, -1, h >> s, w >> s) for s in self.scales]
+
+
+def one_hot_condition(labels: Tensor, classes: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Integer labels (B,) in 0 … classes − 1 -> the one-hot condition (B, classes, 1, 1) of a :class:`LabelEncoder`."""
+    if labels.ndim != 1 or labels.dtype.is_floating_point or labels.numel() and not (
+            0 <= int(labels.min()) and int(labels.max()) < classes):
+        raise PAReconError(f"expected integer labels (B,) in 0 … {classes - 1}, got {labels.dtype} "
+                           f"{tuple(labels.shape)}", field="labels")
+    return F.one_hot(labels.long(), classes).to(dtype)[:, :, None, None]

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from pa_recon.errors import PAReconError
 from pa_recon.flows.base import InvertibleModule, Shape, check_image
 from pa_recon.flows.dequantization import UniformDequantization
-from pa_recon.flows.encoders import RRDBEncoder, UNetEncoder
+from pa_recon.flows.encoders import LabelEncoder, RRDBEncoder, UNetEncoder
 from pa_recon.flows.split import GaussianPrior, Split
 
 Cond = Tensor | Sequence[Tensor] | None
@@ -75,7 +75,7 @@ class Flow(nn.Module):
         modules: Sequence[nn.Module],
         prior: GaussianPrior,
         input_shape: Shape,
-        encoder: UNetEncoder | RRDBEncoder | None = None,
+        encoder: UNetEncoder | RRDBEncoder | LabelEncoder | None = None,
         dequantization: UniformDequantization | None = None,
     ) -> None:
         super().__init__()

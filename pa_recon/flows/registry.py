@@ -18,11 +18,13 @@ from pa_recon.flows.actnorm import ActNorm
 from pa_recon.flows.base import Inverse, InvertibleModule, SequentialFlow
 from pa_recon.flows.builders import FlowConfig, build_flow
 from pa_recon.flows.conv1x1 import InvConv1x1
-from pa_recon.flows.coupling import AffineCoupling
+from pa_recon.flows.coupling import AffineCoupling, Mask
+from pa_recon.flows.encoders import LabelEncoder
 from pa_recon.flows.injector import AffineInjector
 from pa_recon.flows.model import Flow
 from pa_recon.flows.pretransform import LogitTransform
 from pa_recon.flows.reshape import HaarDownsample, Squeeze
+from pa_recon.flows.split import GaussianPrior, Split
 from pa_recon.flows.subnets import SubnetConfig
 
 Domain = Literal["real", "unit", "int"]
@@ -60,13 +62,17 @@ class ModelCase:
     bad_shapes: tuple[tuple[int, ...], ...] = ()
 
 
-def _coupling(mask: Literal["checkerboard", "channel"], parity: int, **kw: object) -> Callable[[], AffineCoupling]:
+def _coupling(mask: Mask, parity: int, **kw: object) -> Callable[[], AffineCoupling]:
     return lambda: AffineCoupling(2, mask, parity, **kw)  # type: ignore[arg-type]
 
 
 MODULES: list[ModuleCase] = [
     ModuleCase("coupling-checkerboard-resnet", _coupling("checkerboard", 0, subnet=SMALL)),
     ModuleCase("coupling-checkerboard-gated-odd", _coupling("checkerboard", 1, subnet=GATED)),
+    ModuleCase("coupling-packed-checkerboard-resnet", _coupling("checkerboard_packed", 0, subnet=SMALL),
+               bad_shapes=((3, 4, 4), (2, 4, 3))),
+    ModuleCase("coupling-packed-checkerboard-conditional-odd", _coupling("checkerboard_packed", 1, subnet=GATED,
+                                                                         cond_channels=3), cond_shape=(3, 4, 4)),
     ModuleCase("coupling-channel-resnet", _coupling("channel", 0, subnet=SMALL)),
     ModuleCase("coupling-channel-gated-sigmoid", _coupling("channel", 1, subnet=GATED, scale="sigmoid")),
     ModuleCase("coupling-channel-3ch", lambda: AffineCoupling(3, "channel", 1, SMALL), shape=(3, 2, 4),
@@ -89,6 +95,15 @@ MODULES: list[ModuleCase] = [
         + [Inverse(LogitTransform(0.0, 2))]), cond_shape=(3, 4, 4)),
 ]
 
+def _label_conditional() -> Flow:
+    """Class-conditional flow: conditional couplings, injector, split prior and final prior, label embeddings."""
+    modules: list[nn.Module] = [AffineCoupling(2, "checkerboard", 0, SMALL, cond_channels=3), Squeeze(),
+                                AffineInjector(8, 3, SMALL), AffineCoupling(8, "channel", 1, GATED, cond_channels=3),
+                                Split(8, "conditional", 3, SMALL)]
+    prior = GaussianPrior(4, 3, SMALL)
+    return Flow(modules, prior, (2, 4, 4), encoder=LabelEncoder(3, 3, [0, 1], (4, 4)))
+
+
 _BASE = FlowConfig(shape=(2, 4, 4), levels=2, steps=1, subnet=SMALL, cond_features=3, encoder_width=4)
 
 MODELS: list[ModelCase] = [
@@ -109,6 +124,7 @@ MODELS: list[ModelCase] = [
     ModelCase("realnvp-variational-dequantization", lambda: build_flow(replace(
         _BASE, architecture="realnvp", dequantization="variational", n_bits=N_BITS, dequant_steps=2,
         logit_alpha=0.05)), (2, 4, 4), domain="int"),
+    ModelCase("label-conditional", _label_conditional, (2, 4, 4), cond_shape=(3, 1, 1), bad_shapes=((2, 4, 2),)),
 ]
 
 

@@ -1,9 +1,10 @@
-"""Image-flow benchmark logic: the MNIST layouts, the bits/dim loss accounting, importance-sampled evaluation, data
-splits and layout errors."""
+"""Image-flow benchmark logic: the MNIST and CIFAR-10 layouts, class-conditional flows (label condition, class
+grids, label swap), the bits/dim loss accounting, importance-sampled evaluation, data splits and layout errors."""
 
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,15 @@ import torch
 import yaml
 
 from pa_recon.errors import PAReconError
+from pa_recon.data.cifar import BATCH_NAMES
 from pa_recon.flows import (
     ActNorm,
     AffineCoupling,
+    AffineInjector,
     FlowConfig,
+    GaussianPrior,
     InvConv1x1,
+    LabelEncoder,
     LogitTransform,
     Split,
     Squeeze,
@@ -24,19 +29,25 @@ from pa_recon.flows import (
     UniformDequantization,
     VariationalDequantization,
     build_flow,
+    one_hot_condition,
 )
 from pa_recon.bench.image_flows import (
     bits_per_dim_bounds,
     bits_per_dim_loss,
     build_image_flow,
-    count_parameters,
     evaluate_bits_per_dim,
-    image_tensor,
+    label_swap,
+    load_image_splits,
+    same_class_pairs,
+    sample_grid,
     save_split_resamples,
 )
+from pa_recon.bench.runs import count_parameters
 
-PARAMS = Path(__file__).resolve().parents[2] / "pipelines" / "mnist" / "params.yaml"
+PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
+PARAMS = PIPELINES / "mnist" / "params.yaml"
 MNIST = (1, 28, 28)
+CIFAR = (3, 32, 32)
 TINY = {"layers": [{"checkerboard": 2, "subnet": {"hidden": 4, "blocks": 1}}, "squeeze",
                    {"channel": 1, "subnet": {"hidden": 4, "blocks": 1}}, "split"]}
 
@@ -132,7 +143,7 @@ def test_loss_is_bits_per_dim_with_the_8_bit_offset():
     randomise(model)
     x = integer_images(5, (1, 4, 4))
     torch.manual_seed(3)
-    loss, _ = bits_per_dim_loss(model, x.to(torch.uint8))
+    loss, _ = bits_per_dim_loss(model, (x.to(torch.uint8), torch.zeros(5, dtype=torch.long)))
     torch.manual_seed(3)
     y = (x + torch.rand_like(x)) / 256  # the same uniform draws
     out = model(y)
@@ -155,20 +166,182 @@ def test_importance_sampling_with_one_draw_is_the_bound_and_with_eight_never_wor
         assert torch.allclose(importance.float(), model.bits_per_dim(x), rtol=1e-6)
         importance, single = bits_per_dim_bounds(model.log_weights(x, n_samples=8), 16)
     assert torch.all(importance <= single) and torch.any(importance < single)
-    result = evaluate_bits_per_dim(model, x.to(torch.uint8), n_samples=1, batch_size=4)
+    result = evaluate_bits_per_dim(model, x.to(torch.uint8), torch.zeros(6, dtype=torch.long), n_samples=1,
+                                   batch_size=4)
     assert result.n_images == 6 and result.importance == pytest.approx(result.single_draw)
-
-
-def test_image_tensor_layouts():
-    gray = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    assert torch.equal(image_tensor(gray), torch.from_numpy(gray)[:, None])
-    rgb = np.arange(2 * 3 * 4 * 3, dtype=np.uint8).reshape(2, 3, 4, 3)
-    assert image_tensor(rgb).shape == (2, 3, 3, 4) and image_tensor(rgb)[1, 2, 0, 1] == rgb[1, 0, 1, 2]
-    with pytest.raises(PAReconError, match="uint8"):
-        image_tensor(gray.astype(np.float32))
 
 
 def test_split_resampling_needs_a_split(tmp_path):
     model = build_image_flow({"layers": [{"checkerboard": 1, "subnet": {"hidden": 4, "blocks": 1}}]}, (1, 4, 4))
     with pytest.raises(PAReconError, match="0 split latent"):
         save_split_resamples(model, integer_images(2, (1, 4, 4)), tmp_path / "x.png", resampled=1)
+
+
+# ------------------------------------------------------------------------------------------- CIFAR-10 layouts
+@pytest.fixture(scope="module")
+def cifar_layouts() -> dict:
+    return yaml.safe_load((PIPELINES / "cifar10" / "params.yaml").read_text())["models"]
+
+
+def test_cifar_models_have_three_levels(cifar_layouts):
+    small = SubnetConfig("gated", 4, 1)
+    realnvp = build_image_flow(cifar_layouts["realnvp"], CIFAR, small)
+    assert realnvp.latent_shapes == [(6, 16, 16), (12, 8, 8), (12, 8, 8)] and structure(realnvp)[:3] == ["LogitTransform", "ActNorm",
+                                                                             "AffineCoupling:checkerboard"]
+    assert type(realnvp.dequantization) is UniformDequantization
+    for name, dequantizer in (("glow", UniformDequantization), ("glow_vardeq", VariationalDequantization)):
+        glow = build_image_flow(cifar_layouts[name], CIFAR, small)
+        assert glow.latent_shapes == [(6, 16, 16), (12, 8, 8), (48, 4, 4)] and type(glow.dequantization) is dequantizer
+        kinds = structure(glow)
+        assert kinds.count("Squeeze") == 3 and kinds.count("ActNorm") == kinds.count("InvConv1x1") > 0
+        assert "LogitTransform" not in kinds
+
+
+# ------------------------------------------------------------------------------------------ class-conditional
+COND = {"condition": {"classes": 3, "features": 2, "subnet": {"hidden": 4, "blocks": 1}},
+        "layers": [{"checkerboard": 1, "subnet": {"hidden": 4, "blocks": 1}}, "squeeze",
+                   {"glow": 1, "subnet": {"hidden": 4, "blocks": 1}},
+                   {"split": "conditional", "subnet": {"hidden": 4, "blocks": 1}},
+                   {"channel": 1, "subnet": {"hidden": 4, "blocks": 1}}]}
+
+
+def conditional_model(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_image_flow(COND, (1, 4, 4))
+    randomise(model, seed)
+    return model
+
+
+def test_conditional_layout_feeds_the_label_to_every_coupling_injector_and_prior():
+    model = conditional_model()
+    assert isinstance(model.encoder, LabelEncoder) and model.cond_scales == [0, 1]
+    assert "AffineInjector" in structure(model)
+    assert all(m.cond_channels == 2 for m in model.layers if isinstance(m, (AffineCoupling, AffineInjector, Split)))
+    assert isinstance(model.prior, GaussianPrior) and model.prior.context_channels == 2
+    x = integer_images(4, (1, 4, 4)).to(torch.uint8)
+    labels = torch.tensor([0, 1, 2, 0])
+    torch.manual_seed(1)
+    loss, _ = bits_per_dim_loss(model, (x, labels))
+    torch.manual_seed(1)
+    assert loss.item() == pytest.approx(model.bits_per_dim(x.float(), one_hot_condition(labels, 3)).mean().item(),
+                                        rel=1e-6)
+    torch.manual_seed(1)
+    other, _ = bits_per_dim_loss(model, (x, (labels + 1) % 3))
+    assert abs(other.item() - loss.item()) > 1e-4
+    with pytest.raises(PAReconError):
+        bits_per_dim_loss(model, (x, torch.tensor([0, 1, 3, 0])))
+
+
+def test_unconditional_flows_ignore_labels():
+    model = build_image_flow(TINY, (1, 4, 4))
+    randomise(model)
+    x = integer_images(3, (1, 4, 4)).to(torch.uint8)
+    torch.manual_seed(0)
+    a, _ = bits_per_dim_loss(model, (x, torch.tensor([0, 1, 2])))
+    torch.manual_seed(0)
+    b, _ = bits_per_dim_loss(model, (x, torch.tensor([5, 5, 5])))
+    assert a.item() == b.item()
+
+
+def test_class_grid_at_zero_temperature_is_one_image_per_class():
+    model = conditional_model().eval()
+    with torch.no_grad():
+        images, nrow = sample_grid(model, 7, temperature=0.0)
+    assert nrow == 2 and images.shape == (6, 1, 4, 4)
+    assert torch.equal(images[0], images[1]) and torch.equal(images[4], images[5])
+    assert not torch.equal(images[0], images[2]) or not torch.equal(images[2], images[4])
+
+
+def test_label_swap_under_the_own_label_gives_back_the_image():
+    model = conditional_model().eval()
+    x = integer_images(3, (1, 4, 4), seed=2)
+    labels = torch.tensor([2, 0, 1])
+    swapped = label_swap(model, x, labels)
+    assert swapped.shape == (3, 3, 1, 4, 4)
+    for i, label in enumerate(labels.tolist()):
+        assert torch.equal(swapped[i, label], x[i])
+    assert not torch.equal(swapped[0, 0], x[0])
+    with pytest.raises(PAReconError, match="class-conditional"):
+        label_swap(build_image_flow(TINY, (1, 4, 4)), x, labels)
+
+
+def test_same_class_pairs():
+    a, b = same_class_pairs(torch.tensor([1, 2, 1, 3, 2, 1, 1, 3]), 3)
+    assert a.tolist() == [0, 1, 5] and b.tolist() == [2, 4, 6]
+    assert same_class_pairs(torch.tensor([0, 1, 2]), 4)[0].numel() == 0
+
+
+@pytest.mark.parametrize(("layout", "field"), [
+    ({**COND, "condition": {"classes": 3}}, "condition"),
+    ({**COND, "condition": {"classes": 1, "features": 2}}, "scales"),
+    ({"layers": [{"checkerboard": 1, "actnorm": "yes"}]}, "layers[0].actnorm"),
+    ({"layers": ["squeeze", {"glow": 1, "actnorm": True}]}, "layers[1]"),
+    ({"layers": ["squeeze", {"channel": 1, "packed": True}]}, "layers[1]"),
+    ({"layers": [{"checkerboard": 1, "packed": 1}]}, "layers[0].packed"),
+])
+def test_bad_condition_and_actnorm_settings_are_named(layout, field):
+    with pytest.raises(PAReconError) as err:
+        build_image_flow(layout, (1, 4, 4))
+    assert err.value.field == field
+
+
+def test_packed_option_builds_packed_checkerboard_couplings_with_the_same_parameters():
+    layer = {"checkerboard": 2, "subnet": {"hidden": 4, "blocks": 1}}
+    packed = build_image_flow({"layers": [{**layer, "packed": True}]}, (1, 4, 4))
+    masked = build_image_flow({"layers": [layer]}, (1, 4, 4))
+    assert [m.mask for m in packed.layers if isinstance(m, AffineCoupling)] == ["checkerboard_packed"] * 2
+    assert count_parameters(packed) == count_parameters(masked)
+
+
+def test_actnorm_option_puts_an_actnorm_before_each_coupling():
+    model = build_image_flow({"layers": [{"channel": 2, "actnorm": True, "subnet": {"hidden": 4, "blocks": 1}}]},
+                             (2, 4, 4))
+    assert structure(model) == ["LogitTransform", "ActNorm", "AffineCoupling:channel", "ActNorm",
+                                "AffineCoupling:channel"]
+
+
+# ------------------------------------------------------------------------------------------------ data splits
+def write_cifar_batches(folder: Path, n: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Official-format batches of ``n`` rows each whose first pixel is the row's index and label index % 10;
+    returns the concatenated training rows (N, 3, 32, 32) and labels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, labels, start = [], [], 0
+    for name in BATCH_NAMES["train"] + BATCH_NAMES["test"]:
+        data = np.random.default_rng(start).integers(0, 256, (n, 3072), dtype=np.uint8)
+        data[:, 0] = np.arange(start, start + n)
+        batch_labels = [int(i) % 10 for i in data[:, 0]]
+        (folder / name).write_bytes(pickle.dumps({b"data": data, b"labels": batch_labels}, protocol=2))
+        if name != "test_batch":
+            rows.append(data.reshape(n, 3, 32, 32))
+            labels += batch_labels
+        start += n
+    return np.concatenate(rows), np.array(labels)
+
+
+def test_cifar_splits_in_file_order_and_shuffled(tmp_path):
+    images, labels = write_cifar_batches(tmp_path)
+    splits = load_image_splits("cifar10", tmp_path, val_size=5, subset={"test": 4})
+    assert splits.shape == CIFAR and splits.train.dtype == torch.uint8
+    np.testing.assert_array_equal(splits.train.numpy(), images[:-5])
+    np.testing.assert_array_equal(splits.val_labels.numpy(), labels[-5:])
+    assert splits.test.shape[0] == 4 and splits.test[0, 0, 0, 0] == 30
+    shuffled = load_image_splits("cifar10", tmp_path, val_size=5, shuffle_seed=3)
+    again = load_image_splits("cifar10", tmp_path, val_size=5, shuffle_seed=3)
+    assert torch.equal(shuffled.val, again.val)
+    all_images = torch.cat([shuffled.train, shuffled.val])
+    all_labels = torch.cat([shuffled.train_labels, shuffled.val_labels])
+    assert sorted(all_images[:, 0, 0, 0].tolist()) == list(range(30))
+    assert all_images[:, 0, 0, 0].tolist() != list(range(30))
+    assert torch.equal(all_labels, all_images[:, 0, 0, 0].long() % 10)  # labels stay with their images
+
+
+def test_split_errors(tmp_path):
+    write_cifar_batches(tmp_path)
+    with pytest.raises(PAReconError, match="unknown dataset"):
+        load_image_splits("svhn", tmp_path, val_size=5)
+    with pytest.raises(PAReconError) as err:
+        load_image_splits("cifar10", tmp_path, val_size=30)
+    assert err.value.field == "val_size"
+    with pytest.raises(PAReconError) as err:
+        load_image_splits("cifar10", tmp_path, val_size=5, subset={"train": 0})
+    assert err.value.field == "subset"

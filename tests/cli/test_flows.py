@@ -24,6 +24,9 @@ SUBNET = {"kind": "gated", "hidden": 4, "blocks": 1}
 MODEL = {"dequantization": {"kind": "variational", "steps": 1, "features": 2, "subnet": SUBNET},
          "layers": [{"checkerboard": 1, "subnet": SUBNET}, "squeeze", {"channel": 1, "subnet": SUBNET}, "split",
                     "squeeze", {"channel": 1, "subnet": SUBNET}]}
+CONDITIONAL = {"condition": {"classes": 10, "features": 2, "subnet": SUBNET}, "dequantization": {"kind": "uniform"},
+               "layers": [{"checkerboard": 1, "subnet": SUBNET}, "squeeze", {"glow": 1, "subnet": SUBNET},
+                          {"split": "conditional", "subnet": SUBNET}]}
 TRAIN = {"max_steps": 6, "batch_size": 8, "lr": 1e-3, "checkpoint_every": 2, "val_every": 3, "log_every": 2,
          "sample_every": 0, "device": "cpu", "progress": False, "log_model": False}
 EVAL = {"n_samples": 2, "batch_size": 4, "timing_repeats": 1, "temperatures": [0.7], "grid_size": 4,
@@ -54,7 +57,7 @@ def write_params(folder: Path, mnist: Path, **benchmark: Any) -> Path:
     params = {
         "benchmark": {"profile": "smoke", "dataset": "mnist", "data_root": str(mnist), "val_size": 8, "seed": 0,
                       "tracking": False, "tracking_uri": "sqlite:///unused.db", "experiment": "test", **benchmark},
-        "models": {"tiny": MODEL},
+        "models": {"tiny": MODEL, "labelled": CONDITIONAL},
         "profiles": {"smoke": {"smoke": True, "subset": {"train": 24, "test": 8}, "subnet": None, "train": TRAIN,
                                "eval": EVAL}},
         "reference": {"title": "Fake MNIST", "models": {"tiny": {"test_bpd": 1.0, "parameters": 123}},
@@ -101,6 +104,20 @@ def test_train_eval_report_tracked_in_one_mlflow_run(tmp_path, mnist, monkeypatc
     assert "SMOKE RUN" in table and "| tiny (smoke) |" in table and "Glow 1.05" in table and "| 123 |" in table
     summary = json.loads((tmp_path / "metrics.json").read_text())
     assert summary["smoke"]["tiny"]["test_bpd"] == metrics["test_bpd"]
+
+
+def test_a_class_conditional_model_is_trained_evaluated_and_reported(tmp_path, mnist):
+    params = write_params(tmp_path, mnist)
+    run("flow-train", "--params", params, "--model", "labelled", "--out", tmp_path / "runs" / "labelled")
+    out = tmp_path / "results" / "labelled"
+    run("flow-eval", "--params", params, "--model", "labelled", "--checkpoint", tmp_path / "runs" / "labelled",
+        "--out", out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["conditional"] == 10 and 0 < metrics["test_bpd"] < math.inf
+    assert "label_swap.png" in metrics["figures"] and all((out / f).is_file() for f in metrics["figures"])
+    run("flow-report", out / "metrics.json", "--params", params, "--out", tmp_path / "table.md", "--metrics",
+        tmp_path / "metrics.json")
+    assert "| labelled (class-conditional) (smoke) |" in (tmp_path / "table.md").read_text()
 
 
 def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, mnist, monkeypatch):

@@ -15,13 +15,16 @@ from pa_recon.flows import (
     GaussianPrior,
     HaarDownsample,
     InvConv1x1,
+    LabelEncoder,
     LogitTransform,
     RRDBEncoder,
     Squeeze,
     SubnetConfig,
     UNetEncoder,
+    one_hot_condition,
 )
 from pa_recon.flows.registry import SMALL, randomize_parameters
+from pa_recon.flows.coupling import checkerboard, pack_checkerboard, unpack_checkerboard
 from pa_recon.flows.subnets import make_subnet
 
 
@@ -169,6 +172,32 @@ def test_rrdb_encoder_returns_one_map_per_scale(upscale):
         enc(torch.randn(2, 3, 36 // upscale, 16 // upscale))
 
 
+def test_label_encoder_embeds_each_class_as_constant_maps_per_scale():
+    enc = randomize_parameters(LabelEncoder(4, 3, [0, 2], (8, 4)), scale=1.0)
+    labels = torch.tensor([2, 0, 2])
+    feats = enc(one_hot_condition(labels, 4))
+    assert [tuple(f.shape) for f in feats] == [(3, 3, 8, 4), (3, 3, 2, 1)]
+    for f, s in zip(feats, ["0", "2"]):
+        conv = enc.embed[s]
+        expected = conv.weight[:, :, 0, 0].T[labels] + conv.bias  # the class's column of the 1x1 convolution
+        torch.testing.assert_close(f, expected[:, :, None, None].expand_as(f))
+    assert not torch.equal(feats[0][0], feats[0][1]) and torch.equal(feats[0][0], feats[0][2])
+
+
+def test_label_condition_rejects_bad_labels_and_shapes():
+    assert one_hot_condition(torch.tensor([1, 0]), 3)[:, :, 0, 0].tolist() == [[0, 1, 0], [1, 0, 0]]
+    for bad in (torch.tensor([3]), torch.tensor([-1]), torch.tensor([0.0]), torch.zeros(2, 1, dtype=torch.long)):
+        with pytest.raises(PAReconError):
+            one_hot_condition(bad, 3)
+    enc = LabelEncoder(3, 2, [0], (4, 4))
+    with pytest.raises(PAReconError):
+        enc(torch.zeros(2, 3, 4, 4))
+    with pytest.raises(PAReconError):
+        enc(torch.zeros(2, 4, 1, 1))
+    with pytest.raises(PAReconError):
+        LabelEncoder(3, 2, [0, 3], (4, 4))
+
+
 def test_channel_norm_normalises_each_pixel_over_channels():
     norm = ChannelNorm(5).double()
     with torch.no_grad():
@@ -178,3 +207,25 @@ def test_channel_norm_normalises_each_pixel_over_channels():
     mean, var = x.mean(dim=1, keepdim=True), x.var(dim=1, unbiased=False, keepdim=True)
     expected = (x - mean) / torch.sqrt(var + norm.eps) * norm.weight[:, None, None] + norm.bias[:, None, None]
     torch.testing.assert_close(norm(x), expected)
+
+
+@pytest.mark.parametrize("parity", [0, 1])
+def test_packed_checkerboard_keeps_the_mask_pixels_in_column_order(parity):
+    x = torch.arange(2 * 3 * 4 * 6, dtype=torch.float64).view(2, 3, 4, 6)
+    kept, moved = pack_checkerboard(x, parity)
+    mask = checkerboard(4, 6, parity, x).bool().expand_as(x)
+    assert kept.shape == moved.shape == (2, 3, 4, 3)
+    assert torch.equal(kept.flatten(), x[mask]) and torch.equal(moved.flatten(), x[~mask])
+    assert torch.equal(unpack_checkerboard(kept, moved, parity), x)
+    with pytest.raises(PAReconError, match="even width"):
+        pack_checkerboard(x[..., :5], parity)
+
+
+@pytest.mark.parametrize("parity", [0, 1])
+def test_packed_and_masked_checkerboard_couplings_transform_the_same_pixels(parity):
+    x = torch.randn(3, 2, 4, 6, dtype=torch.float64)
+    keep = checkerboard(4, 6, parity, x).bool().expand_as(x)
+    for mask in ("checkerboard", "checkerboard_packed"):
+        coupling = randomize_parameters(AffineCoupling(2, mask, parity, SMALL).double(), scale=0.3)
+        z, _ = coupling(x)
+        assert torch.equal(z[keep], x[keep]) and not torch.allclose(z[~keep], x[~keep])
