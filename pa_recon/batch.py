@@ -1,15 +1,15 @@
 """Reconstruction of a whole measurement file in chunks of scans, in this process or over a dask cluster.
 
 Both paths run the same :func:`reconstruct_chunk` on the same chunks with the same per-chunk seeds, so their
-results are identical. Workers read their scans and the prior from files themselves (only paths and settings
-travel) and cache operator and prior per process, so the files must be readable at the same paths on every
-worker.
+results (image-shaped maps and per-scan values alike) are identical. Workers read their scans and the prior
+from files themselves (only paths and settings travel) and cache operator and prior per process, so the files
+must be readable at the same paths on every worker.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -21,7 +21,7 @@ from pa_recon.data.hdf5io import n_scans, read_measurements
 from pa_recon.errors import PAReconError
 from pa_recon.physics import Grid, LinearArray, PATOperator
 from pa_recon.priors import FlowPrior, check_geometry, load_prior
-from pa_recon.recon import Problem, method_settings, needs_prior, operator_norm, reconstruct
+from pa_recon.recon import MethodOutput, Problem, method_settings, needs_prior, operator_norm, reconstruct
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,30 @@ class ReconJob:
     threads: int = 0
     prior: str | None = None
     allow_geometry_mismatch: bool = False
+
+
+@dataclass(frozen=True)
+class ReconOutput:
+    """Results for ``n`` scans as numpy arrays: ``maps`` ``{name: (n, nz, nx)}`` float32 (always ``"image"``),
+    ``per_scan`` ``{name: (n,)}`` (always ``"chi2"``) and the code names of the coded per-scan values; see
+    :class:`~pa_recon.recon.MethodOutput`."""
+
+    maps: dict[str, np.ndarray]
+    per_scan: dict[str, np.ndarray]
+    labels: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def from_method(cls, out: MethodOutput) -> ReconOutput:
+        """A method's output on the CPU, maps without their channel axis and in float32."""
+        return cls({name: value[:, 0].detach().cpu().numpy().astype(np.float32) for name, value in out.maps.items()},
+                   {name: value.detach().cpu().numpy() for name, value in out.per_scan.items()}, dict(out.labels))
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[ReconOutput]) -> ReconOutput:
+        """Consecutive chunks' outputs as one, along the scan axis."""
+        return cls({name: np.concatenate([p.maps[name] for p in parts]) for name in parts[0].maps},
+                   {name: np.concatenate([p.per_scan[name] for p in parts]) for name in parts[0].per_scan},
+                   parts[0].labels)
 
 
 @functools.lru_cache(maxsize=4)
@@ -71,8 +95,8 @@ def job_prior(job: ReconJob, op: PATOperator) -> FlowPrior | None:
     return prior
 
 
-def reconstruct_chunk(job: ReconJob, start: int, stop: int) -> dict[str, np.ndarray]:
-    """Scans ``start .. stop − 1`` of the job's file: ``{"image": (n, nz, nx), <maps>: (n, nz, nx)}`` float32."""
+def reconstruct_chunk(job: ReconJob, start: int, stop: int) -> ReconOutput:
+    """Scans ``start .. stop − 1`` of the job's file: maps ``(n, nz, nx)`` and per-scan values ``(n,)``."""
     if job.threads and torch.get_num_threads() != job.threads:
         torch.set_num_threads(job.threads)
     op = file_operator(job.measurements, job.device)
@@ -81,8 +105,7 @@ def reconstruct_chunk(job: ReconJob, start: int, stop: int) -> dict[str, np.ndar
     problem = Problem(op=op, y=torch.as_tensor(meas.data, device=job.device).float(),
                       sigma=torch.as_tensor(meas.noise_sigma, device=job.device).float(), op_norm=job.op_norm,
                       prior=job_prior(job, op), generator=generator)
-    out = reconstruct(job.method, problem, job.settings)
-    return {name: value[:, 0].detach().cpu().numpy().astype(np.float32) for name, value in out.items()}
+    return ReconOutput.from_method(reconstruct(job.method, problem, job.settings))
 
 
 def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
@@ -93,8 +116,9 @@ def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
 
 
 def reconstruct_file(job: ReconJob, batch_size: int, *, scheduler: str = "local",
-                     address: str | None = None, n_workers: int | None = None) -> dict[str, np.ndarray]:
-    """All scans of ``job.measurements``: ``{"image": (N, nz, nx), <maps>}``, chunked by ``batch_size``.
+                     address: str | None = None, n_workers: int | None = None) -> ReconOutput:
+    """All scans of ``job.measurements``: maps ``(N, nz, nx)`` and per-scan values ``(N,)``, chunked by
+    ``batch_size``.
 
     ``scheduler`` "local" runs the chunks here; "distributed" sends them to the dask scheduler at ``address``
     (``HOST:PORT``) or, without one, to a new ``LocalCluster`` of ``n_workers`` processes. Workers use this
@@ -113,11 +137,11 @@ def reconstruct_file(job: ReconJob, batch_size: int, *, scheduler: str = "local"
         parts = _on_dask(job, ranges, address, n_workers, desc)
     else:
         raise PAReconError(f"unknown scheduler {scheduler!r} (local or distributed)", field="--scheduler")
-    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    return ReconOutput.concatenate(parts)
 
 
 def _on_dask(job: ReconJob, ranges: list[tuple[int, int]], address: str | None, n_workers: int | None,
-             desc: str) -> list[dict[str, np.ndarray]]:
+             desc: str) -> list[ReconOutput]:
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None if address else LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,

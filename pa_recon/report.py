@@ -10,7 +10,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -37,13 +37,18 @@ METRICS = {
 
 
 def per_scan_metrics(truth: np.ndarray, images: Mapping[str, np.ndarray],
-                     maps: Mapping[str, np.ndarray] | None = None) -> dict[str, dict[str, np.ndarray]]:
+                     maps: Mapping[str, np.ndarray] | None = None,
+                     scan_values: Mapping[str, np.ndarray] | None = None,
+                     labels: Mapping[str, Sequence[str]] | None = None) -> dict[str, dict[str, np.ndarray]]:
     """``{method: {metric: (N,)}}`` for images ``(N, nz, nx)`` against ``truth`` ``(N, nz, nx)``.
 
     A method with a map ``<method>_std`` also gets the coverage of its 68 % and 95 % intervals and its
-    calibration error; with ``<method>_flag_score``, the AUROC of the flags for errors above 0.2.
+    calibration error; with ``<method>_flag_score``, the AUROC of the flags for errors above 0.2. Its per-scan
+    values ``<method>_<value>`` ``(N,)`` (``chi2``, ``scan_flag``, ...) are carried over as metrics ``<value>``, a
+    flag as 0/1 (so its mean is the fraction of flagged scans), and a value with ``labels`` (integer codes) as one
+    0/1 metric ``<value>_<label>`` per label (e.g. ``stop_reason_discrepancy``).
     """
-    maps = maps or {}
+    maps, scan_values, labels = maps or {}, scan_values or {}, labels or {}
     out = {m: {name: fn(img, truth) for name, fn in METRICS.items()} for m, img in images.items()}
     for m, img in images.items():
         if (std := maps.get(f"{m}_std")) is not None:
@@ -52,7 +57,23 @@ def per_scan_metrics(truth: np.ndarray, images: Mapping[str, np.ndarray],
             out[m]["calibration_error"] = calibration_error(img, std, truth)
         if (flags := maps.get(f"{m}_flag_score")) is not None:
             out[m]["flag_auroc"] = flag_auroc(flags, img, truth)
+        for value, (name, v) in _values_of(m, images, scan_values).items():
+            if name in labels:
+                out[m].update({f"{value}_{label}": (v == code).astype(np.float64)
+                               for code, label in enumerate(labels[name])})
+            else:
+                out[m][value] = v.astype(np.float64)
     return out
+
+
+def _values_of(method: str, methods: Iterable[str],
+               scan_values: Mapping[str, np.ndarray]) -> dict[str, tuple[str, np.ndarray]]:
+    """``{value: (dataset name, values)}`` of the per-scan values named ``<method>_<value>``; a name that a longer
+    method's name also prefixes (``map_latent_chi2`` for ``map`` and ``map_latent``) belongs to that method."""
+    prefix = f"{method}_"
+    longer = tuple(f"{m}_" for m in methods if m != method and m.startswith(prefix))
+    return {name[len(prefix):]: (name, v) for name, v in scan_values.items()
+            if name.startswith(prefix) and not name.startswith(longer)}
 
 
 def summarise(per_scan: Mapping[str, Mapping[str, np.ndarray]], groups: np.ndarray) -> dict[str, dict[str, dict]]:
@@ -87,8 +108,9 @@ def write_metrics_json(path: str | os.PathLike[str], summary: Mapping[str, objec
 
 def write_per_scan_csv(path: str | os.PathLike[str], per_scan: Mapping[str, Mapping[str, np.ndarray]],
                        metric: str, groups: np.ndarray) -> None:
-    """One row per scan (``scan``, ``group``, one column per method) of ``metric``, for ``dvc plots``."""
-    methods = list(per_scan)
+    """One row per scan (``scan``, ``group``, one column per method that has ``metric``) of ``metric``, for
+    ``dvc plots``."""
+    methods = [m for m, values in per_scan.items() if metric in values]
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["scan", "group", *methods])
@@ -97,19 +119,39 @@ def write_per_scan_csv(path: str | os.PathLike[str], per_scan: Mapping[str, Mapp
     _atomic_text(Path(path), text.getvalue())
 
 
-def results_table(summaries: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]]) -> str:
-    """A Markdown table of PSNR and SSIM (mean ± std) with a row per test set and group, a column per method.
+Summaries = Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]]
+
+
+def results_table(summaries: Summaries) -> str:
+    """Markdown tables with a row per test set and group and a column per method: PSNR and SSIM (mean ± std);
+    then, where methods report it, the mean χ² of their images and the fraction of flagged scans.
 
     ``summaries`` maps a test-set name to the output of :func:`summarise`.
     """
+    text = _table(summaries, "PSNR [dB] / SSIM",
+                  lambda r: f"{r['psnr']:.2f} ± {r['psnr_std']:.2f} / {r['ssim']:.3f} ± {r['ssim_std']:.3f}")
+    if any("chi2" in r for s in summaries.values() for g in s.values() for r in g.values()):
+        text += "\n" + _table(summaries, "mean χ² (flagged scans)", _consistency_cell)
+    return text
+
+
+def _consistency_cell(r: Mapping[str, float]) -> str | None:
+    """A method's mean χ², with the fraction of flagged scans where it flags scans; None without χ²."""
+    if "chi2" not in r:
+        return None
+    flagged = f" ({r['scan_flag']:.0%})" if "scan_flag" in r else ""
+    return f"{r['chi2']:.3g}{flagged}"
+
+
+def _table(summaries: Summaries, title: str, cell: Callable[[Mapping[str, float]], str | None]) -> str:
+    """One Markdown table: columns ``<method> <title>``, cells ``cell(summary of the method)`` ("–" for None)."""
     methods = list(dict.fromkeys(m for s in summaries.values() for g in s.values() for m in g))
-    lines = ["| test set | group | n | " + " | ".join(f"{m} PSNR [dB] / SSIM" for m in methods) + " |",
+    lines = ["| test set | group | n | " + " | ".join(f"{m} {title}" for m in methods) + " |",
              "|---|---|---|" + "---|" * len(methods)]
     for name, summary in summaries.items():
         for group, per_method in summary.items():
             n = next(iter(per_method.values()))["n"]
-            cells = [f"{r['psnr']:.2f} ± {r['psnr_std']:.2f} / {r['ssim']:.3f} ± {r['ssim_std']:.3f}"
-                     if (r := per_method.get(m)) else "–" for m in methods]
+            cells = [(cell(r) if (r := per_method.get(m)) else None) or "–" for m in methods]
             lines.append(f"| {name} | {group} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -1,4 +1,5 @@
-"""Chunked reconstruction of a file: local and dask paths agree exactly; bad settings are named."""
+"""Chunked reconstruction of a file: local and dask paths agree exactly (images, maps and per-scan values);
+bad settings are named."""
 
 import numpy as np
 import pytest
@@ -7,19 +8,49 @@ import torch
 from pa_recon.batch import ReconJob, chunks, reconstruct_file
 from pa_recon.data.hdf5io import write_measurements
 from pa_recon.errors import PAReconError
+from pa_recon.flows.registry import randomize_parameters
 from pa_recon.physics import Grid, LinearArray, PATOperator
+from pa_recon.priors import FlowPrior, flow_config_for, save_prior
+from pa_recon.recon import STOP_REASONS
 
 GRID = Grid(nx=12, nz=10, dx=2e-4)
 ARRAY = LinearArray.uniform(12, 2e-4, fs=20e6, n_samples=48)
+#: An 8 × 8 geometry for the methods with a prior (the flow's two levels need sides divisible by 4).
+GRID8 = Grid(nx=8, nz=8, dx=2e-4)
+ARRAY8 = LinearArray.uniform(8, 2e-4, fs=20e6, n_samples=32)
+FLOW = {"architecture": "glow", "levels": 2, "steps": 1, "subnet": {"kind": "resnet", "hidden": 8, "blocks": 1},
+        "cond_features": 3, "encoder_width": 4}
+
+
+def write_scans(path, grid: Grid, array: LinearArray, n: int) -> str:
+    x = torch.rand(n, 1, grid.nz, grid.nx, generator=torch.Generator().manual_seed(0))
+    y = PATOperator(grid, array)(x)
+    write_measurements(path, y.numpy(), array.to_dict(), grid.to_dict(), np.full(n, 1e-3), p0=x[:, 0].numpy())
+    return str(path)
 
 
 @pytest.fixture(scope="module")
 def measurements(tmp_path_factory):
-    x = torch.rand(5, 1, 10, 12, generator=torch.Generator().manual_seed(0))
-    y = PATOperator(GRID, ARRAY)(x)
-    path = tmp_path_factory.mktemp("batch") / "meas.h5"
-    write_measurements(path, y.numpy(), ARRAY.to_dict(), GRID.to_dict(), np.full(5, 1e-3), p0=x[:, 0].numpy())
-    return str(path)
+    return write_scans(tmp_path_factory.mktemp("batch") / "meas.h5", GRID, ARRAY, 5)
+
+
+@pytest.fixture(scope="module")
+def with_prior(tmp_path_factory):
+    """A measurement file of 5 scans on the 8 × 8 geometry and a random conditional prior file for it."""
+    d = tmp_path_factory.mktemp("batch_prior")
+    torch.manual_seed(0)
+    prior = randomize_parameters(FlowPrior(flow_config_for("conditional", FLOW, GRID8), GRID8, ARRAY8), scale=0.1)
+    save_prior(d / "prior.pt", prior.eval())
+    return write_scans(d / "meas.h5", GRID8, ARRAY8, 5), str(d / "prior.pt")
+
+
+def assert_equal_outputs(a, b):
+    assert a.maps.keys() == b.maps.keys() and a.per_scan.keys() == b.per_scan.keys() and a.labels == b.labels
+    for name in a.maps:
+        np.testing.assert_array_equal(a.maps[name], b.maps[name])
+    for name in a.per_scan:
+        np.testing.assert_array_equal(a.per_scan[name], b.per_scan[name])
+        assert a.per_scan[name].dtype == b.per_scan[name].dtype
 
 
 def test_chunks_cover_every_scan_once():
@@ -30,16 +61,41 @@ def test_chunks_cover_every_scan_once():
 
 def test_chunking_does_not_change_the_result(measurements):
     job = ReconJob(measurements, "cgls", {"n_iter": 5})
-    whole = reconstruct_file(job, batch_size=5)["image"]
-    torch.testing.assert_close(reconstruct_file(job, batch_size=2)["image"], whole, rtol=1e-5, atol=1e-6)
+    whole = reconstruct_file(job, batch_size=5)
+    parts = reconstruct_file(job, batch_size=2)
+    torch.testing.assert_close(parts.maps["image"], whole.maps["image"], rtol=1e-5, atol=1e-6)
+    assert parts.per_scan["chi2"].shape == (5,)
+    torch.testing.assert_close(parts.per_scan["chi2"], whole.per_scan["chi2"], rtol=1e-4, atol=0)
 
 
 def test_dask_local_cluster_equals_the_local_path(measurements):
     job = ReconJob(measurements, "tv", {"n_iter": 10})
     local = reconstruct_file(job, batch_size=2)
     distributed = reconstruct_file(job, batch_size=2, scheduler="distributed", n_workers=2)
-    assert local.keys() == distributed.keys() == {"image"}
-    np.testing.assert_array_equal(distributed["image"], local["image"])
+    assert local.maps.keys() == {"image"} and local.per_scan.keys() == {"chi2"}
+    assert_equal_outputs(distributed, local)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        yield c
+
+
+@pytest.mark.parametrize("method, settings, values", [
+    ("map", {"steps": 3}, {"chi2", "stop_reason", "steps"}),
+    ("posterior", {"n_samples": 4, "chunk": 3}, {"chi2", "acceptance", "chi2_median", "scan_flag"}),
+])
+def test_prior_methods_on_a_dask_scheduler_equal_the_local_path(with_prior, cluster, method, settings, values):
+    meas, prior = with_prior
+    job = ReconJob(meas, method, settings, seed=3, prior=prior)
+    local = reconstruct_file(job, batch_size=2)
+    assert local.per_scan.keys() == values and all(v.shape == (5,) for v in local.per_scan.values())
+    assert local.labels == ({"stop_reason": STOP_REASONS} if method == "map" else {})
+    assert_equal_outputs(reconstruct_file(job, batch_size=2, scheduler="distributed",
+                                          address=cluster.scheduler_address), local)
 
 
 def test_bad_scheduler_and_unknown_setting_are_named(measurements):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -34,6 +36,8 @@ from pa_recon.report import (
     write_per_scan_csv,
     write_text,
 )
+
+T = TypeVar("T")
 
 
 def cmd_phantoms(args: argparse.Namespace) -> None:
@@ -103,8 +107,15 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     grid = read_measurements(args.measurements, stop=1).grid
     attrs = {"method": args.method, "prior": Path(args.prior).name if args.prior else "",
              **{f"settings_{k}": str(v) for k, v in job.settings.items()}}
-    write_reconstructions(args.out, {name: out.pop("image")}, grid, Path(args.measurements).name,
-                          maps={f"{name}_{k}": v for k, v in out.items()}, attrs=attrs)
+    write_reconstructions(args.out, {name: out.maps["image"]}, grid, Path(args.measurements).name,
+                          maps=_named(name, out.maps), per_scan=_named(name, out.per_scan),
+                          labels=_named(name, out.labels), attrs=attrs)
+
+
+def _named(name: str, values: Mapping[str, T]) -> dict[str, T]:
+    """``values`` but the image, keyed ``<name>_<key>`` as the maps and per-scan datasets of reconstruction
+    ``name`` are."""
+    return {f"{name}_{k}": v for k, v in values.items() if k != "image"}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -114,6 +125,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise PAReconError("no ground truth to evaluate against", file=args.measurements, field="/ground_truth/p0")
     images: dict[str, np.ndarray] = {}
     maps: dict[str, np.ndarray] = {}
+    scan_values: dict[str, np.ndarray] = {}
+    labels: dict[str, tuple[str, ...]] = {}
     for path in args.reconstructions:
         recon = read_reconstructions(path)
         for method, stack in recon.images.items():
@@ -122,13 +135,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                                    field=f"/reconstructions/{method}")
             images[method] = stack
         maps.update(recon.maps)
+        scan_values.update(recon.per_scan)
+        labels.update(recon.labels)
     groups = (np.array([f"snr{v:g}dB" for v in meas.snr_db]) if meas.snr_db is not None
               else np.full(meas.p0.shape[0], "all"))
-    per_scan = per_scan_metrics(meas.p0, images, maps)
+    per_scan = per_scan_metrics(meas.p0, images, maps, scan_values, labels)
     write_metrics_json(args.metrics, summarise(per_scan, groups))
     plots = Path(args.plots)
     plots.mkdir(parents=True, exist_ok=True)
-    for metric in ("psnr", "ssim"):
+    for metric in ("psnr", "ssim", "chi2"):
         write_per_scan_csv(plots / f"{metric}_per_scan.csv", per_scan, metric, groups)
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)

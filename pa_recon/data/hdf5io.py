@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from os import PathLike
@@ -22,7 +22,15 @@ from typing import Any
 import h5py
 import numpy as np
 
-from pa_recon.data.spec import FileSpec, check_values, load_spec, open_hdf5, spec_names, validate_file
+from pa_recon.data.spec import (
+    FileSpec,
+    check_values,
+    dataset_labels,
+    load_spec,
+    open_hdf5,
+    spec_names,
+    validate_file,
+)
 from pa_recon.errors import PAReconError
 
 __all__ = [
@@ -74,13 +82,16 @@ class Measurements:
 @dataclass
 class Reconstructions:
     """Images ``{method: (n, nz, nx)}``, maps ``{name: (n, nz, nx)}``, the grid dict, the source measurement
-    file name and the root attributes."""
+    file name, the root attributes, per-scan values ``{name: (n,)}`` and, for the per-scan values that are
+    integer codes, the name of each code (``labels[name][code]``)."""
 
     images: dict[str, np.ndarray]
     maps: dict[str, np.ndarray]
     grid: dict[str, Any]
     source_measurements: str
     attrs: dict[str, Any] = field(default_factory=dict)
+    per_scan: dict[str, np.ndarray] = field(default_factory=dict)
+    labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def write_phantoms(path: FilePath, images: np.ndarray, grid: Mapping[str, Any], *,
@@ -117,16 +128,26 @@ def write_measurements(path: FilePath, data: np.ndarray, array: Mapping[str, Any
 
 def write_reconstructions(path: FilePath, images: Mapping[str, np.ndarray], grid: Mapping[str, Any],
                           source_measurements: FilePath, *, maps: Mapping[str, np.ndarray] | None = None,
+                          per_scan: Mapping[str, np.ndarray] | None = None,
+                          labels: Mapping[str, Sequence[str]] | None = None,
                           attrs: Mapping[str, Any] | None = None) -> Path:
     """Write one image stack ``(n_scans, nz, nx)`` per method name, optional per-scan maps of the same shape
-    (e.g. ``posterior_std``, ``hallucination``), the grid and the source measurement file name."""
+    (e.g. ``posterior_std``, ``hallucination``), optional per-scan values ``(n_scans,)`` (e.g. ``tv_chi2``), the
+    grid and the source measurement file name. ``labels[name]`` names the codes of the integer per-scan value
+    ``name`` (stored as its ``labels`` attribute)."""
+    labels = dict(labels or {})
 
     def fill(f: h5py.File, spec: FileSpec) -> None:
         _put_grid(f, grid)
         f.attrs["source_measurements"] = _attribute_value(os.fspath(source_measurements), "/@source_measurements")
-        for group, stacks in (("reconstructions", images), ("maps", maps or {})):
+        for group, stacks in (("reconstructions", images), ("maps", maps or {}), ("per_scan", per_scan or {})):
             for name, stack in stacks.items():
                 _put_dataset(f, spec, f"/{group}/{_member_name(name, group)}", stack)
+        for name, names in labels.items():
+            if per_scan is None or name not in per_scan:
+                raise PAReconError(f"labels given for {name!r}, which is not a per-scan value",
+                                   field=f"/per_scan/{name}@labels")
+            f["per_scan"][name].attrs["labels"] = _labels_value(names, f"/per_scan/{name}@labels")
 
     return _atomic_write(path, "reconstructions", fill, attrs)
 
@@ -157,13 +178,17 @@ def read_measurements(path: FilePath, *, start: int = 0, stop: int | None = None
 
 
 def read_reconstructions(path: FilePath, *, start: int = 0, stop: int | None = None) -> Reconstructions:
-    """Read scans ``start .. stop - 1`` (all by default) of every method and map of a reconstruction file."""
+    """Read scans ``start .. stop - 1`` (all by default) of every method, map and per-scan value of a
+    reconstruction file."""
     with _open_valid(path, "reconstructions") as (f, spec, dims):
         scans = _scan_slice(path, dims["n_scans"], start, stop)
         stacks = {group: {name: _read(f, spec, path, f"/{group}/{name}", scans) for name in f.get(group, {})}
-                  for group in ("reconstructions", "maps")}
+                  for group in ("reconstructions", "maps", "per_scan")}
+        labels = {name: names for name in stacks["per_scan"]
+                  if (names := _labels(f, spec, path, f"/per_scan/{name}")) is not None}
         return Reconstructions(images=stacks["reconstructions"], maps=stacks["maps"], grid=_grid(f),
-                               source_measurements=str(_plain(f.attrs["source_measurements"])), attrs=_attrs(f))
+                               source_measurements=str(_plain(f.attrs["source_measurements"])), attrs=_attrs(f),
+                               per_scan=stacks["per_scan"], labels=labels)
 
 
 def file_kind(path: FilePath) -> str:
@@ -272,6 +297,13 @@ def _attribute_value(value: Any, field_name: str) -> Any:
                        field=field_name)
 
 
+def _labels_value(names: Sequence[str], field_name: str) -> np.ndarray:
+    """Code names as an array h5py stores as variable-length strings."""
+    if isinstance(names, str) or not names or not all(isinstance(n, str) for n in names):
+        raise PAReconError(f"must be a non-empty sequence of strings, got {names!r}", field=field_name)
+    return np.array(list(names), dtype=h5py.string_dtype())
+
+
 def _per_scan(values: float | np.ndarray, n: int) -> np.ndarray:
     values = np.asarray(values)
     return np.full(n, values, dtype=np.float64) if values.ndim == 0 else values
@@ -294,8 +326,14 @@ def _scan_slice(path: FilePath, total: int, start: int, stop: int | None) -> sli
 def _read(f: h5py.File, spec: FileSpec, path: FilePath, ds_path: str, scans: slice) -> np.ndarray:
     entry = spec.dataset(ds_path)
     values = f[ds_path][scans] if entry.per_scan else f[ds_path][()]
-    check_values(values, entry, file=path, field=ds_path, first_scan=scans.start or 0)
+    check_values(values, entry, file=path, field=ds_path, first_scan=scans.start or 0,
+                 labels=_labels(f, spec, path, ds_path))
     return values
+
+
+def _labels(f: h5py.File, spec: FileSpec, path: FilePath, ds_path: str) -> tuple[str, ...] | None:
+    """The checked code names of the dataset at ``ds_path``; ``None`` unless it is a coded per-scan value."""
+    return dataset_labels(f[ds_path], spec.dataset(ds_path), file=path, field=ds_path)
 
 
 def _grid(f: h5py.File) -> dict[str, Any]:

@@ -16,8 +16,11 @@ A spec file has these top-level keys:
     ``required`` (default true), ``dim``, ``equals``, ``min`` (inclusive), ``positive``, ``units``, ``doc``.
 ``datasets``
     ``path: entry`` with entry keys ``dtype`` (list of numpy dtype names), ``shape`` (list of dimension names
-    or integers), ``required`` (default true), ``finite``, ``min``, ``units``, ``doc``. A path ending in ``/*``
-    matches every dataset directly inside that group; ``required`` then means "at least one".
+    or integers), ``required`` (default true), ``finite`` (no NaN or inf), ``allow_nan`` (with ``finite``: NaN
+    is allowed and marks a value undefined for that scan; inf is not), ``min``, ``labels``, ``units``, ``doc``.
+    A path ending in ``/*`` matches every dataset directly inside that group; ``required`` then means "at least
+    one". With ``labels: true`` a dataset may carry a ``labels`` attribute, a 1-D array of names: it then holds
+    integer codes, each an index into that array (a categorical value such as a stop reason).
 
 Errors are :class:`~pa_recon.errors.PAReconError` with the file and the field (``/path/to/dataset`` or
 ``/group@attribute``) named.
@@ -44,6 +47,7 @@ __all__ = [
     "DimSpec",
     "FileSpec",
     "check_values",
+    "dataset_labels",
     "load_spec",
     "open_hdf5",
     "spec_dir",
@@ -53,7 +57,7 @@ __all__ = [
 
 _ATTR_TYPES = ("int", "float", "str", "bool")
 _ATTR_KEYS = {"type", "required", "dim", "equals", "min", "positive", "units", "doc"}
-_DATASET_KEYS = {"dtype", "shape", "required", "finite", "min", "units", "doc"}
+_DATASET_KEYS = {"dtype", "shape", "required", "finite", "allow_nan", "min", "labels", "units", "doc"}
 _TOP_KEYS = {"name", "format_version", "description", "storage", "dims", "attributes", "datasets"}
 # Value checks read this many bytes of a dataset at a time.
 _VALUE_BLOCK_BYTES = 1 << 26
@@ -98,7 +102,9 @@ class DatasetSpec:
     shape: tuple[str | int, ...]
     required: bool = True
     finite: bool = False
+    allow_nan: bool = False
     min: float | None = None
+    labels: bool = False
     units: str = ""
     doc: str = ""
 
@@ -253,23 +259,44 @@ def open_hdf5(path: str | PathLike[str]) -> h5py.File:
 
 
 def check_values(values: np.ndarray, entry: DatasetSpec, *, file: str | PathLike[str], field: str,
-                 first_scan: int = 0) -> None:
-    """Apply a dataset entry's ``finite`` and ``min`` rules to loaded values (scan numbers offset by
+                 first_scan: int = 0, labels: tuple[str, ...] | None = None) -> None:
+    """Apply a dataset entry's ``finite``/``allow_nan`` and ``min`` rules to loaded values, and with ``labels``
+    (from :func:`dataset_labels`) require codes in ``0 .. len(labels) − 1`` (scan numbers offset by
     ``first_scan`` in messages)."""
     if values.dtype.kind not in "iuf" or values.size == 0:
         return
     flat = values.reshape(values.shape[0], -1) if values.ndim > 1 else values.reshape(-1, 1)
-    where = "scan" if entry.per_scan else "index"
+
+    def reject(bad: np.ndarray, message: str) -> None:
+        rows = bad.any(axis=1)
+        if rows.any():
+            where = "scan" if entry.per_scan else "index"
+            raise PAReconError(f"{message} (first at {where} {first_scan + int(np.argmax(rows))})", file=file,
+                               field=field)
+
     if entry.finite and values.dtype.kind == "f":
-        bad = ~np.isfinite(flat).all(axis=1)
-        if bad.any():
-            raise PAReconError(f"contains NaN or inf values (first at {where} {first_scan + int(np.argmax(bad))})",
-                               file=file, field=field)
-    if entry.min is not None and values.size:
-        low = (flat < entry.min).any(axis=1)
-        if low.any():
-            raise PAReconError(f"has values below {entry.min} (first at {where} {first_scan + int(np.argmax(low))})",
-                               file=file, field=field)
+        reject(np.isinf(flat) if entry.allow_nan else ~np.isfinite(flat),
+               "contains inf values" if entry.allow_nan else "contains NaN or inf values")
+    if entry.min is not None:
+        reject(flat < entry.min, f"has values below {entry.min}")
+    if labels is not None:
+        reject((flat < 0) | (flat >= len(labels)), f"has codes outside 0 .. {len(labels) - 1} of its labels")
+
+
+def dataset_labels(dataset: h5py.Dataset, entry: DatasetSpec, *, file: str | PathLike[str],
+                   field: str) -> tuple[str, ...] | None:
+    """The names of a categorical dataset's codes (its ``labels`` attribute, where ``entry`` allows one), else
+    ``None``; checks that they are a non-empty 1-D array of strings on an integer dataset."""
+    if not entry.labels or "labels" not in dataset.attrs:
+        return None
+    raw = np.asarray(dataset.attrs["labels"])
+    names = tuple(v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in raw.ravel().tolist())
+    if raw.ndim != 1 or not names or not all(isinstance(v, str) for v in names):
+        raise PAReconError("must be a non-empty 1-D array of strings", file=file, field=f"{field}@labels")
+    if dataset.dtype.kind not in "iu":
+        raise PAReconError(f"has labels, so it must hold integer codes, got dtype {dataset.dtype}", file=file,
+                           field=field)
+    return names
 
 
 class _Checker:
@@ -363,17 +390,20 @@ class _Checker:
                     raise self.fail(ds_path, f"has shape {shape}, expected {layout} (axis {axis} must be {dim})")
             else:
                 self.bind(dim, int(size), ds_path)
-        if values and (entry.finite or entry.min is not None):
-            self.check_dataset_values(entry, ds_path, dataset)
+        labels = dataset_labels(dataset, entry, file=self.path, field=ds_path)
+        if values and (entry.finite or entry.min is not None or labels is not None):
+            self.check_dataset_values(entry, ds_path, dataset, labels)
 
-    def check_dataset_values(self, entry: DatasetSpec, ds_path: str, dataset: h5py.Dataset) -> None:
+    def check_dataset_values(self, entry: DatasetSpec, ds_path: str, dataset: h5py.Dataset,
+                             labels: tuple[str, ...] | None) -> None:
         if dataset.ndim == 0:
-            check_values(np.atleast_1d(dataset[()]), entry, file=self.path, field=ds_path)
+            check_values(np.atleast_1d(dataset[()]), entry, file=self.path, field=ds_path, labels=labels)
             return
         row_bytes = max(1, dataset.dtype.itemsize * int(np.prod(dataset.shape[1:])))
         block = max(1, _VALUE_BLOCK_BYTES // row_bytes)
         for start in range(0, dataset.shape[0], block):
-            check_values(dataset[start:start + block], entry, file=self.path, field=ds_path, first_scan=start)
+            check_values(dataset[start:start + block], entry, file=self.path, field=ds_path, first_scan=start,
+                         labels=labels)
 
 
 def _has_type(value: Any, kind: str) -> bool:

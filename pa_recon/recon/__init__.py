@@ -5,6 +5,9 @@ Baselines: :func:`back_projection` (scaled, optionally filtered adjoint), :func:
 
 With a learned prior (any :class:`ImagePrior`): :func:`map_image` and :func:`map_latent` (MAP in image or latent
 space), :func:`posterior_sampling` and :func:`hallucination_map` (flags of regions the data do not support).
+
+By name: :func:`reconstruct` runs any of :data:`METHODS` and returns a :class:`MethodOutput`, the image-shaped
+maps and one value per scan (the χ² of the image, and the stop reasons, acceptance or scan flags of a method).
 """
 
 from pa_recon.recon.backprojection import back_projection, least_squares_scale, ramp_filter
@@ -18,20 +21,22 @@ from pa_recon.recon.hallucination import (
     remove_small_regions,
 )
 from pa_recon.recon.latent import map_latent
-from pa_recon.recon.map import AdamSettings, MAPResult, chi_square, map_image
-from pa_recon.recon.methods import METHODS, Problem, method_settings, needs_prior, reconstruct
-from pa_recon.recon.posterior import PosteriorResult, posterior_sampling
+from pa_recon.recon.map import STOP_REASONS, AdamSettings, MAPResult, chi_square, map_image
+from pa_recon.recon.methods import METHODS, MethodOutput, Problem, method_settings, needs_prior, reconstruct
+from pa_recon.recon.posterior import PosteriorResult, posterior_sampling, scan_values
 from pa_recon.recon.prior_protocol import ImagePrior
 from pa_recon.recon.tv import gradient, gradient_adjoint, total_variation, tv_reconstruction
 
 __all__ = [
     "METHODS",
+    "STOP_REASONS",
     "AdamSettings",
     "FlagRule",
     "HallucinationResult",
     "ImagePrior",
     "LinearOperator",
     "MAPResult",
+    "MethodOutput",
     "PosteriorResult",
     "Problem",
     "ReconResult",
@@ -53,6 +58,7 @@ __all__ = [
     "ramp_filter",
     "reconstruct",
     "remove_small_regions",
+    "scan_values",
     "total_variation",
     "tv_reconstruction",
 ]

@@ -1,27 +1,29 @@
 """Reconstruction methods by name, with their settings as plain dicts (as params.yaml holds them).
 
 Every method takes a :class:`Problem` (operator, data, noise level, optionally a prior) and its settings and
-returns ``{"image": (B, 1, nz, nx), <map name>: (B, 1, nz, nx), ...}``. Regularisation weights of the
+returns a :class:`MethodOutput`: image-shaped maps and one value per scan. :func:`reconstruct` adds the χ² of
+the image to every method's values, so each result says how well it fits its data. Regularisation weights of the
 baselines are given as ``lam_fraction`` of ``‖A‖²`` (see :func:`lam_from_fraction`), so the same settings suit
 any geometry; ``‖A‖`` is computed once per operator by the caller.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
 from pa_recon.errors import PAReconError
 from pa_recon.recon.backprojection import back_projection
-from pa_recon.recon.base import LinearOperator
+from pa_recon.recon.base import LinearOperator, check_number
 from pa_recon.recon.cgls import cgls
 from pa_recon.recon.hallucination import FlagRule, hallucination_map
 from pa_recon.recon.latent import map_latent
-from pa_recon.recon.map import AdamSettings, map_image
-from pa_recon.recon.posterior import posterior_sampling
+from pa_recon.recon.map import STOP_REASONS, AdamSettings, MAPResult, chi_square, map_image
+from pa_recon.recon.posterior import posterior_sampling, scan_values
 from pa_recon.recon.tv import tv_reconstruction
 
 
@@ -37,50 +39,81 @@ class Problem:
     generator: torch.Generator | None = None
 
 
-Method = Callable[[Problem, Mapping[str, Any]], dict[str, torch.Tensor]]
+@dataclass(frozen=True)
+class MethodOutput:
+    """A method's result for ``B`` scans.
+
+    ``maps``: image-shaped results ``{name: (B, 1, nz, nx)}``, always ``"image"``. ``per_scan``: one value per
+    scan ``{name: (B,)}``; from :func:`reconstruct` always ``"chi2"``, the reduced misfit ``‖A x − y‖²/(σ² M)``
+    of the image (dimensionless, about 1 when the image explains the data down to the noise; NaN for a scan
+    with ``σ = 0``). ``labels``: for each per-scan value that is an integer code, the name of each code
+    (``labels[name][code]``).
+    """
+
+    maps: dict[str, torch.Tensor]
+    per_scan: dict[str, torch.Tensor] = field(default_factory=dict)
+    labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def _bp(p: Problem, s: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    return {"image": back_projection(p.op, p.y, filter=s["filter"], nonneg=s["nonneg"])}
+Method = Callable[[Problem, Mapping[str, Any]], MethodOutput]
 
 
-def _cgls(p: Problem, s: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    return {"image": cgls(p.op, p.y, lam=s["lam_fraction"] * p.op_norm**2, n_iter=s["n_iter"], tol=s["tol"]).image}
+def _bp(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
+    return MethodOutput({"image": back_projection(p.op, p.y, filter=s["filter"], nonneg=s["nonneg"])})
 
 
-def _tv(p: Problem, s: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+def _cgls(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
+    result = cgls(p.op, p.y, lam=s["lam_fraction"] * p.op_norm**2, n_iter=s["n_iter"], tol=s["tol"])
+    return MethodOutput({"image": result.image})
+
+
+def _tv(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
     result = tv_reconstruction(p.op, p.y, lam=s["lam_fraction"] * p.op_norm**2, n_iter=s["n_iter"],
                                nonneg=s["nonneg"], op_norm=p.op_norm)
-    return {"image": result.image}
+    return MethodOutput({"image": result.image})
 
 
 def _adam(s: Mapping[str, Any]) -> AdamSettings:
     return AdamSettings(**{k: s[k] for k in ("steps", "lr", "lr_decay", "tau", "check_every")})
 
 
-def _map(p: Problem, s: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    return {"image": map_image(p.op, p.y, p.sigma, p.prior, lam=s["lam"], x0=s["init"], settings=_adam(s)).image}
+def _map_output(result: MAPResult) -> MethodOutput:
+    """The MAP image; per scan the reason it stopped (a code into :data:`STOP_REASONS`) and its Adam steps."""
+    codes = torch.tensor([STOP_REASONS.index(reason) for reason in result.stopped], device=result.steps.device)
+    return MethodOutput({"image": result.image}, {"stop_reason": codes, "steps": result.steps},
+                        {"stop_reason": STOP_REASONS})
 
 
-def _map_latent(p: Problem, s: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    return {"image": map_latent(p.op, p.y, p.sigma, p.prior, settings=_adam(s)).image}
+def _map(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
+    return _map_output(map_image(p.op, p.y, p.sigma, p.prior, lam=s["lam"], x0=s["init"], settings=_adam(s)))
 
 
-def _posterior(p: Problem, s: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+def _map_latent(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
+    return _map_output(map_latent(p.op, p.y, p.sigma, p.prior, settings=_adam(s)))
+
+
+def _posterior(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
+    # The flag settings are checked before the sampling, the expensive part.
+    rule = FlagRule(std_scale=s["std_scale"], null_scale=s["null_scale"], weights=tuple(s["weights"]),
+                    threshold=s["threshold"], min_size=s["min_size"])
+    scan_tol = check_number(s["scan_chi2_tol"], "scan_chi2_tol")
     post = posterior_sampling(p.op, p.y, p.sigma, p.prior, n_samples=s["n_samples"], temperature=s["temperature"],
                               chunk=s["chunk"], chi2_tol=s["chi2_tol"], presence_threshold=s["presence_threshold"],
                               generator=p.generator)
-    rule = FlagRule(std_scale=s["std_scale"], null_scale=s["null_scale"], weights=tuple(s["weights"]),
-                    threshold=s["threshold"], min_size=s["min_size"])
     flags = hallucination_map(p.op, post.mean, post, rule, op_norm=p.op_norm)
-    return {"image": post.mean, "std": post.std, "presence": post.presence, "flag_score": flags.score,
+    maps = {"image": post.mean, "std": post.std, "presence": post.presence, "flag_score": flags.score,
             "flags": flags.mask.to(post.mean.dtype)}
+    return MethodOutput(maps, scan_values(post, scan_chi2_tol=scan_tol))
 
 
 _ADAM = {"steps": 500, "lr": 1e-2, "lr_decay": 0.1, "tau": 1.0, "check_every": 10}
 
 #: name → (method, default settings, whether it needs a prior). The prior methods work with a marginal or a
 #: conditional prior alike (the prior decides); ``posterior`` needs a conditional one.
+#:
+#: Per-scan values besides ``chi2``: ``map`` and ``map_latent`` give ``stop_reason`` (codes of
+#: :data:`~pa_recon.recon.map.STOP_REASONS`) and ``steps``; ``posterior`` gives ``acceptance``, ``chi2_median``
+#: and ``scan_flag`` by the rule of :func:`~pa_recon.recon.posterior.scan_values` with ``scan_chi2_tol``.
 REGISTRY: dict[str, tuple[Method, dict[str, Any], bool]] = {
     "bp": (_bp, {"filter": "none", "nonneg": True}, False),
     "cgls": (_cgls, {"lam_fraction": 1e-3, "n_iter": 50, "tol": 1e-6}, False),
@@ -89,7 +122,8 @@ REGISTRY: dict[str, tuple[Method, dict[str, Any], bool]] = {
     "map_latent": (_map_latent, {**_ADAM, "lr": 5e-2}, True),
     "posterior": (_posterior, {"n_samples": 32, "temperature": 1.0, "chunk": 8, "chi2_tol": 0.5,
                                "presence_threshold": 0.2, "std_scale": 0.2, "null_scale": 0.2,
-                               "weights": [1.0, 1.0, 1.0], "threshold": 0.5, "min_size": 4}, True),
+                               "weights": [1.0, 1.0, 1.0], "threshold": 0.5, "min_size": 4,
+                               "scan_chi2_tol": 0.5}, True),
 }
 METHODS = tuple(REGISTRY)
 
@@ -113,9 +147,19 @@ def method_settings(method: str, overrides: Mapping[str, Any] | None = None) -> 
     return {**defaults, **overrides}
 
 
-def reconstruct(method: str, problem: Problem, settings: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
-    """Run the named method; ``{"image": (B, 1, nz, nx), ...maps}``."""
+def reconstruct(method: str, problem: Problem, settings: Mapping[str, Any] | None = None) -> MethodOutput:
+    """Run the named method; its maps (``"image"`` ``(B, 1, nz, nx)`` and others) and per-scan values, with
+    ``"chi2"`` first (see :class:`MethodOutput`)."""
     full = method_settings(method, settings)
     if REGISTRY[method][2] and problem.prior is None:
         raise PAReconError(f"method {method!r} needs a prior (--prior PRIOR.pt)", field="prior")
-    return REGISTRY[method][0](problem, full)
+    out = REGISTRY[method][0](problem, full)
+    return replace(out, per_scan={"chi2": _chi_square(problem, out.maps["image"]), **out.per_scan})
+
+
+@torch.no_grad()
+def _chi_square(p: Problem, image: torch.Tensor) -> torch.Tensor:
+    """:func:`chi_square` of ``image`` per scan ``(B,)``; NaN where ``σ = 0`` (undefined without a noise level)."""
+    known = p.sigma > 0
+    chi2 = chi_square(p.op, image, p.y, torch.where(known, p.sigma, torch.ones_like(p.sigma)))
+    return torch.where(known, chi2, math.nan)

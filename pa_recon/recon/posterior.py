@@ -7,6 +7,10 @@ left open. A sample is accepted when ``|χ²_i − 1| ≤ chi2_tol``; the mean, 
 probability are taken over the accepted samples only. A scan with no accepted sample falls back to all its
 samples; its accepted fraction of 0 (see :class:`PosteriorResult`) is the warning.
 
+:func:`scan_values` condenses a result to one value per scan, with a flag on scans that are suspect as a whole:
+the reduced misfit of the mean far from 1 (out-of-distribution data, a wrong model or a wrong ``σ``) or no
+accepted sample.
+
 Samples are drawn in chunks of ``chunk`` per scan and folded into running moments (Chan et al.'s pairwise
 update), so memory holds one chunk, not all samples.
 """
@@ -144,3 +148,22 @@ def posterior_sampling(
         presence_threshold=threshold,
         samples=torch.cat(kept, dim=1) if keep else None,
     )
+
+
+def scan_values(result: PosteriorResult, *, scan_chi2_tol: float = 0.5) -> dict[str, torch.Tensor]:
+    """One value per scan ``(B,)`` of a posterior result: ``acceptance``, the fraction of accepted samples;
+    ``chi2_median``, the median sample χ²; and ``scan_flag`` (bool), true where the whole scan is suspect.
+
+    The rule: a scan is flagged when the χ² of its mean (``result.chi2_mean``) lies outside
+    ``1 ± scan_chi2_tol``, or when none of its samples was accepted. Far above 1 the data hold what the prior
+    cannot explain (out-of-distribution data, a wrong model, ``σ`` too small); far below 1 the mean fits the
+    noise (``σ`` too large). The mean of a consistent posterior sits below 1 by about ``p / M`` (``p`` well
+    determined pixels, ``M`` data values), which is under 0.35 on the pipeline's geometries, so the default band
+    0.5 (as the default sample band ``chi2_tol``) leaves in-distribution scans unflagged.
+    """
+    tol = check_number(scan_chi2_tol, "scan_chi2_tol")
+    return {
+        "acceptance": result.accepted.to(result.chi2.dtype).mean(1),
+        "chi2_median": result.chi2.quantile(0.5, dim=1),
+        "scan_flag": ((result.chi2_mean - 1).abs() > tol) | ~result.accepted.any(1),
+    }

@@ -5,11 +5,13 @@ import json
 import h5py
 import numpy as np
 import pytest
+import torch
 import yaml
 from ipasc_fixture import line_positions, write_pacfish_file
 
 from pa_recon.cli import main
 from pa_recon.data.hdf5io import read_measurements, read_phantoms, read_reconstructions, write_measurements
+from pa_recon.physics import Grid, LinearArray, PATOperator
 
 PARAMS = {
     "geometry": {
@@ -69,6 +71,17 @@ def test_reconstructions_are_batched_without_seams(run):
     assert np.all(recon.images["tv"] >= 0)
 
 
+@pytest.mark.parametrize("method", ["bp", "cgls", "tv"])
+def test_every_reconstruction_stores_its_chi2_per_scan(run, method):
+    _, files, _ = run
+    recon, meas = read_reconstructions(files[method]), read_measurements(files["meas"])
+    assert set(recon.per_scan) == {f"{method}_chi2"} and recon.labels == {}
+    op = PATOperator(Grid.from_dict(meas.grid), LinearArray.from_dict(meas.array))
+    residual = op(torch.as_tensor(recon.images[method][:, None])).double().numpy() - meas.data
+    expected = (residual**2).sum(axis=(1, 2)) / (meas.noise_sigma.astype(np.float64) ** 2 * residual[0].size)
+    np.testing.assert_allclose(recon.per_scan[f"{method}_chi2"], expected, rtol=1e-4)
+
+
 def test_evaluate_writes_metrics_for_every_group_and_method(run):
     d, _, _ = run
     metrics = json.loads((d / "report" / "metrics.json").read_text())
@@ -76,8 +89,10 @@ def test_evaluate_writes_metrics_for_every_group_and_method(run):
     for group in metrics.values():
         assert set(group) == {"bp", "cgls", "tv"}
         assert all(np.isfinite(group[m]["psnr"]) and group[m]["n"] == 3 for m in group)
-    header = (d / "report" / "plots" / "psnr_per_scan.csv").read_text().splitlines()[0]
-    assert header == "scan,group,bp,cgls,tv"
+        assert all(group[m]["chi2"] > 0 and "chi2_std" in group[m] for m in group)
+    for metric in ("psnr", "ssim", "chi2"):
+        header = (d / "report" / "plots" / f"{metric}_per_scan.csv").read_text().splitlines()[0]
+        assert header == "scan,group,bp,cgls,tv"
     assert len(list((d / "report" / "figures").glob("*.png"))) == 2
 
 
@@ -111,9 +126,11 @@ def test_report_tables_every_set_and_group(run, tmp_path):
     d, _, _ = run
     out = tmp_path / "results.md"
     assert main(["report", str(d / "report" / "metrics.json"), "--out", str(out)]) == 0
-    rows = out.read_text().splitlines()
-    assert rows[0].startswith("| test set | group | n | bp PSNR")
-    assert len(rows) == 4 and all(r.startswith("| report | snr") for r in rows[2:])
+    quality, consistency = (t.splitlines() for t in out.read_text().split("\n\n"))
+    assert quality[0].startswith("| test set | group | n | bp PSNR")
+    assert consistency[0].startswith("| test set | group | n | bp mean χ²")
+    for rows in (quality, consistency):
+        assert len(rows) == 4 and all(r.startswith("| report | snr") for r in rows[2:])
 
 
 def test_unknown_method_setting_is_rejected(run, tmp_path, capsys):

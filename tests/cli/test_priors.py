@@ -8,6 +8,7 @@ import yaml
 
 from pa_recon.cli import main
 from pa_recon.data.hdf5io import read_reconstructions
+from pa_recon.recon import STOP_REASONS
 
 TRAIN = {"max_steps": 3, "batch_size": 4, "val_every": 0, "sample_every": 0, "checkpoint_every": 0,
          "tracking": False, "progress": False, "device": "cpu"}
@@ -50,12 +51,26 @@ def test_map_and_posterior_with_trained_priors_are_evaluated(trained):
     post = read_reconstructions(d / "posterior.h5")
     assert set(post.maps) == {"posterior_std", "posterior_presence", "posterior_flag_score", "posterior_flags"}
     assert np.all(post.maps["posterior_std"] >= 0)
+    assert set(post.per_scan) == {"posterior_chi2", "posterior_acceptance", "posterior_chi2_median",
+                                  "posterior_scan_flag"}
+    assert post.per_scan["posterior_scan_flag"].dtype == bool
+    np.testing.assert_array_equal(post.per_scan["posterior_scan_flag"],
+                                  (np.abs(post.per_scan["posterior_chi2"] - 1) > 0.5)
+                                  | (post.per_scan["posterior_acceptance"] == 0))
+    mapped = read_reconstructions(d / "map_marginal.h5")
+    assert set(mapped.per_scan) == {"map_marginal_chi2", "map_marginal_stop_reason", "map_marginal_steps"}
+    assert mapped.labels == {"map_marginal_stop_reason": STOP_REASONS}
+    assert np.all(mapped.per_scan["map_marginal_steps"] <= 5)
     assert main(["evaluate", str(d / "meas.h5"), *(str(d / f"{n}.h5") for *_, n in runs),
                  "--metrics", str(d / "m.json"), "--plots", str(d / "plots"), "--figures", str(d / "figs"),
                  "--n-figures", "1"]) == 0
     metrics = json.loads((d / "m.json").read_text())["snr30dB"]
     assert set(metrics) == {"map_marginal", "map_latent_conditional", "posterior"}
     assert 0 <= metrics["posterior"]["coverage95"] <= 1 and "flag_auroc" in metrics["posterior"]
+    assert 0 <= metrics["posterior"]["scan_flag"] <= 1 and metrics["posterior"]["chi2"] > 0
+    assert sum(metrics["map_marginal"][f"stop_reason_{r}"] for r in STOP_REASONS) == pytest.approx(1)
+    csv = (d / "plots" / "chi2_per_scan.csv").read_text().splitlines()[0]
+    assert csv == "scan,group,map_marginal,map_latent_conditional,posterior"
 
 
 def test_method_without_prior_and_prior_of_another_geometry_are_refused(trained, tmp_path, capsys):

@@ -89,6 +89,68 @@ def test_reconstructions_round_trip(tmp_path):
                                   images["backprojection"][1:])
 
 
+STOP = ("max_steps", "discrepancy", "diverged")
+
+
+def write_scan_values(path: Path, per_scan: dict, labels: dict | None = None) -> Path:
+    return write_reconstructions(path, {"map": np.zeros((3, 5, 6), np.float32)}, GRID.to_dict(), "scans.h5",
+                                 per_scan=per_scan, labels=labels)
+
+
+def test_per_scan_values_round_trip_with_code_labels(tmp_path):
+    per_scan = {"map_chi2": np.array([1.2, np.nan, 0.9], np.float32), "map_steps": np.array([0, 17, 500]),
+                "map_stop_reason": np.array([1, 2, 0]), "posterior_scan_flag": np.array([True, False, True])}
+    path = write_scan_values(tmp_path / "r.h5", per_scan, {"map_stop_reason": STOP})
+    r = read_reconstructions(path)
+    assert r.per_scan.keys() == per_scan.keys() and r.labels == {"map_stop_reason": STOP}
+    for name, values in per_scan.items():
+        np.testing.assert_array_equal(r.per_scan[name], values)
+        assert r.per_scan[name].dtype == values.dtype
+    assert [r.labels["map_stop_reason"][c] for c in r.per_scan["map_stop_reason"]] == list(np.take(STOP, [1, 2, 0]))
+    with h5py.File(path) as f:  # as h5py users see it
+        assert list(f["per_scan/map_stop_reason"].attrs["labels"]) == list(STOP)
+    part = read_reconstructions(path, start=1, stop=2)
+    np.testing.assert_array_equal(part.per_scan["map_steps"], [17])
+    assert read_reconstructions(write_scan_values(tmp_path / "none.h5", {})).per_scan == {}
+
+
+@pytest.mark.parametrize(("per_scan", "labels", "field", "match"), [
+    ({"tv_chi2": np.ones(2)}, None, "/per_scan/tv_chi2", "n_scans is 2 here but 3"),
+    ({"tv_chi2": np.ones((3, 1))}, None, "/per_scan/tv_chi2", "expected \\[n_scans\\]"),
+    ({"tv_chi2": np.array([1.0, np.inf, 1.0])}, None, "/per_scan/tv_chi2", "inf values \\(first at scan 1\\)"),
+    ({"tv_chi2": np.array(["a", "b", "c"])}, None, "/per_scan/tv_chi2", "numeric"),
+    ({"map_stop_reason": np.array([0, 3, 1])}, {"map_stop_reason": STOP}, "/per_scan/map_stop_reason",
+     "codes outside 0 .. 2 of its labels \\(first at scan 1\\)"),
+    ({"map_stop_reason": np.array([0, -1, 1])}, {"map_stop_reason": STOP}, "/per_scan/map_stop_reason", "codes"),
+    ({"map_chi2": np.ones(3)}, {"map_chi2": STOP}, "/per_scan/map_chi2", "must hold integer codes"),
+    ({"map_steps": np.ones(3, int)}, {"map_stop_reason": STOP}, "/per_scan/map_stop_reason@labels",
+     "not a per-scan value"),
+    ({"map_steps": np.ones(3, int)}, {"map_steps": []}, "/per_scan/map_steps@labels", "non-empty sequence"),
+    ({"map_steps": np.ones(3, int)}, {"map_steps": "max_steps"}, "/per_scan/map_steps@labels", "of strings"),
+])
+def test_bad_per_scan_values_are_refused_by_field(tmp_path, per_scan, labels, field, match):
+    target = tmp_path / "r.h5"
+    with pytest.raises(PAReconError, match=match) as err:
+        write_scan_values(target, per_scan, labels)
+    assert err.value.field == field and err.value.file == str(target)
+    assert leftovers(tmp_path) == []
+
+
+def test_reader_checks_codes_and_labels_of_per_scan_values(tmp_path):
+    path = write_scan_values(tmp_path / "r.h5", {"map_stop_reason": np.array([0, 1, 2])}, {"map_stop_reason": STOP})
+    with h5py.File(path, "r+") as f:
+        f["per_scan/map_stop_reason"][2] = 7
+    assert read_reconstructions(path, stop=2).per_scan["map_stop_reason"].tolist() == [0, 1]
+    with pytest.raises(PAReconError, match="codes outside 0 .. 2 of its labels \\(first at scan 2\\)") as err:
+        read_reconstructions(path)
+    assert err.value.field == "/per_scan/map_stop_reason" and err.value.file == str(path)
+    with h5py.File(path, "r+") as f:
+        f["per_scan/map_stop_reason"].attrs["labels"] = [1, 2, 3]
+    with pytest.raises(PAReconError, match="1-D array of strings") as err:
+        read_reconstructions(path)
+    assert err.value.field == "/per_scan/map_stop_reason@labels"
+
+
 def test_per_scan_datasets_are_chunked_by_scan_and_compressed(tmp_path):
     path = write_measurements(tmp_path / "m.h5", np.zeros((3, 4, 9)), ARRAY.to_dict(), GRID.to_dict(),
                               noise_sigma=0.1, p0=np.zeros((3, 5, 6)))

@@ -1,8 +1,14 @@
+"""Methods by name: the same images as the direct calls, and per-scan values checked against brute force (χ²,
+MAP stop reasons and steps, the posterior scan flag on in- and out-of-distribution data)."""
+
 import pytest
 import torch
+from conftest import DenseOperator
+from gaussian_prior import gaussian_case
 
 from pa_recon.errors import PAReconError
 from pa_recon.recon import (
+    STOP_REASONS,
     Problem,
     back_projection,
     cgls,
@@ -14,7 +20,13 @@ from pa_recon.recon import (
 )
 
 
-def test_named_methods_equal_the_direct_calls(dense_problem):
+def brute_chi2(op: DenseOperator, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """‖A x − y‖² / (σ² M) per scan, with the matrix written out."""
+    r = x.flatten(1) @ op.matrix.T - y.flatten(1)
+    return (r**2).sum(1) / (sigma**2 * op.matrix.shape[0])
+
+
+def test_named_methods_equal_the_direct_calls_and_report_their_chi2(dense_problem):
     op, y = dense_problem.op, dense_problem.y
     norm = operator_norm(op, dtype=torch.float64)
     lam = 0.01 * norm**2
@@ -28,16 +40,87 @@ def test_named_methods_equal_the_direct_calls(dense_problem):
         "cgls": {"lam_fraction": 0.01, "n_iter": 7, "tol": 0.0},
         "tv": {"lam_fraction": 0.01, "n_iter": 9, "nonneg": False},
     }
-    problem = Problem(op, y, torch.full((y.shape[0],), 0.1, dtype=y.dtype), norm)
+    sigma = torch.tensor([0.1, 0.02, 0.3], dtype=y.dtype)
+    problem = Problem(op, y, sigma, norm)
     for method, image in expected.items():
         assert not needs_prior(method)
-        torch.testing.assert_close(reconstruct(method, problem, settings[method])["image"], image)
+        out = reconstruct(method, problem, settings[method])
+        torch.testing.assert_close(out.maps["image"], image)
+        assert set(out.per_scan) == {"chi2"} and out.labels == {}
+        torch.testing.assert_close(out.per_scan["chi2"], brute_chi2(op, image, y, sigma), rtol=1e-12, atol=0)
+        assert torch.all(out.per_scan["chi2"] > 0)
+
+
+def test_chi2_is_nan_for_a_scan_without_a_noise_level(dense_problem):
+    op, y = dense_problem.op, dense_problem.y + 0.01
+    sigma = torch.tensor([0.1, 0.0, 0.1], dtype=y.dtype)
+    chi2 = reconstruct("bp", Problem(op, y, sigma, 1.0)).per_scan["chi2"]
+    assert torch.isnan(chi2[1]) and torch.isfinite(chi2[[0, 2]]).all()
+    torch.testing.assert_close(chi2[[0, 2]], brute_chi2(op, back_projection(op, y, nonneg=True), y, sigma)[[0, 2]])
+
+
+@pytest.mark.parametrize("method", ["map", "map_latent"])
+@pytest.mark.parametrize("tau, reason, steps", [(1e6, "discrepancy", 0), (1e-6, "max_steps", 4)])
+def test_map_reports_stop_reason_steps_and_chi2_per_scan(dense_op, method, tau, reason, steps):
+    case = gaussian_case(dense_op, [0.05, 0.1, 0.2])
+    problem = Problem(case.op, case.y, case.sigma, 1.0, prior=case.prior)
+    out = reconstruct(method, problem, {"tau": tau, "steps": 4, "check_every": 1})
+    assert list(out.per_scan) == ["chi2", "stop_reason", "steps"] and out.labels == {"stop_reason": STOP_REASONS}
+    assert [STOP_REASONS[int(c)] for c in out.per_scan["stop_reason"]] == [reason] * 3
+    assert out.per_scan["steps"].tolist() == [steps] * 3
+    chi2 = out.per_scan["chi2"]
+    torch.testing.assert_close(chi2, brute_chi2(case.op, out.maps["image"], case.y, case.sigma), rtol=1e-12, atol=0)
+    # A scan stops by the discrepancy principle exactly when its χ² is within tau.
+    assert torch.all(chi2 <= tau) if reason == "discrepancy" else torch.all(chi2 > tau)
+
+
+@pytest.fixture
+def tall_op() -> DenseOperator:
+    """400 × 20 Gaussian matrix: M = 400 data values per scan, so a consistent mean's χ² is 1 − 20/400 ± 0.07."""
+    matrix = torch.randn(400, 20, generator=torch.Generator().manual_seed(4), dtype=torch.float64) / 6
+    return DenseOperator(matrix, (1, 4, 5), (4, 100))
+
+
+def posterior(case, y: torch.Tensor | None = None, **settings) -> dict[str, torch.Tensor]:
+    problem = Problem(case.op, case.y if y is None else y, case.sigma, operator_norm(case.op, dtype=torch.float64),
+                      prior=case.prior, generator=torch.Generator().manual_seed(0))
+    return reconstruct("posterior", problem, {"n_samples": 16, "chunk": 8, **settings}).per_scan
+
+
+def test_posterior_scan_flag_is_off_for_in_distribution_data(tall_op):
+    case = gaussian_case(tall_op, [0.1] * 4, conditional=True)
+    values = posterior(case)
+    assert list(values) == ["chi2", "acceptance", "chi2_median", "scan_flag"]
+    assert values["scan_flag"].dtype == torch.bool and not values["scan_flag"].any()
+    assert torch.all(values["acceptance"] == 1) and torch.all((values["chi2"] - 1).abs() < 0.3)
+    assert torch.all(values["chi2_median"] > values["chi2"])  # a sample fits worse than the mean
+
+
+@pytest.mark.parametrize("scale, noise", [(3.0, 0.1), (1.0, 0.02), (1.0, 0.3)])
+def test_posterior_scan_flag_is_on_for_data_of_another_scale_or_noise_level(tall_op, scale, noise):
+    """Stated σ = 0.1 throughout; the data are scaled or carry another noise level. All samples are kept, so only
+    the χ² of the mean can raise the flag."""
+    case = gaussian_case(tall_op, [0.1] * 4, noise=noise, conditional=True)
+    values = posterior(case, scale * case.y, chi2_tol=None)
+    assert values["scan_flag"].all() and torch.all(values["acceptance"] == 1)
+    assert torch.all((values["chi2"] - 1).abs() > 0.5)
+    # The band is a setting: wide enough, nothing is flagged.
+    assert not posterior(case, scale * case.y, chi2_tol=None, scan_chi2_tol=100.0)["scan_flag"].any()
+
+
+def test_posterior_scan_flag_is_on_when_no_sample_is_accepted(tall_op):
+    case = gaussian_case(tall_op, [0.1] * 4, conditional=True)
+    values = posterior(case, 3 * case.y, scan_chi2_tol=100.0)
+    assert torch.all(values["acceptance"] == 0) and values["scan_flag"].all()
 
 
 def test_settings_fill_defaults_and_reject_unknown_keys():
     assert method_settings("tv", {"n_iter": 5})["n_iter"] == 5
     assert method_settings("tv")["nonneg"] is True
+    assert method_settings("posterior")["scan_chi2_tol"] == 0.5
     with pytest.raises(PAReconError, match="reconstruct.cgls"):
         method_settings("cgls", {"lambda": 1.0})
     with pytest.raises(PAReconError, match="method"):
         method_settings("fbp")
+    with pytest.raises(PAReconError, match="scan_chi2_tol"):
+        reconstruct("posterior", Problem(None, None, None, 1.0, prior=object()), {"scan_chi2_tol": -1.0})

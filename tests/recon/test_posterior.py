@@ -1,14 +1,15 @@
 """Posterior sampling with the exact conditional Gaussian stand-in: moments and χ² against the analytic posterior,
-chunked moment merging, rejection by data consistency, and bad inputs."""
+chunked moment merging, rejection by data consistency, per-scan values and the scan flag rule, and bad inputs."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from gaussian_prior import GaussianPrior, gaussian_case
 
 from pa_recon.errors import PAReconError
-from pa_recon.recon import chi_square, posterior_sampling
+from pa_recon.recon import PosteriorResult, chi_square, posterior_sampling, scan_values
 
 
 def seeded(seed: int = 0) -> torch.Generator:
@@ -81,6 +82,30 @@ def test_a_scan_without_consistent_samples_falls_back_to_all_and_shows_a_bad_mea
     assert not result.accepted.any()
     torch.testing.assert_close(result.mean, result.samples.mean(1), rtol=0, atol=1e-12)
     assert torch.all(result.chi2_mean > 10)
+
+
+def test_scan_values_are_the_acceptance_the_median_sample_chi2_and_the_flag(case):
+    result = posterior_sampling(case.op, case.y, case.sigma, case.prior, n_samples=10, chunk=4, temperature=1.6,
+                                generator=seeded())
+    values = scan_values(result)
+    chi2 = result.chi2.numpy()
+    torch.testing.assert_close(values["acceptance"], result.accepted.double().sum(1) / 10, rtol=0, atol=0)
+    assert ((values["acceptance"] > 0) & (values["acceptance"] < 1)).any()
+    torch.testing.assert_close(values["chi2_median"], torch.from_numpy(np.median(chi2, axis=1)), rtol=1e-12, atol=0)
+    assert not values["scan_flag"].any()  # the mean fits (chi2_mean within 1 ± 0.5) and samples were accepted
+
+
+def test_scan_flag_rule_on_chosen_values():
+    """Mean χ² inside / on / outside the band 1 ± 0.5, and a scan without accepted samples."""
+    chi2_mean = torch.tensor([1.0, 1.5, 0.4, 2.0, 1.0], dtype=torch.float64)
+    accepted = torch.tensor([[True, False]] * 4 + [[False, False]])
+    result = PosteriorResult(mean=None, std=None, chi2=torch.ones(5, 2, dtype=torch.float64), accepted=accepted,
+                             chi2_mean=chi2_mean, presence=None, presence_threshold=None, samples=None)
+    assert scan_values(result)["scan_flag"].tolist() == [False, False, True, True, True]
+    assert scan_values(result, scan_chi2_tol=2.0)["scan_flag"].tolist() == [False] * 4 + [True]
+    assert scan_values(result)["acceptance"].tolist() == [0.5] * 4 + [0.0]
+    with pytest.raises(PAReconError, match="scan_chi2_tol"):
+        scan_values(result, scan_chi2_tol=float("nan"))
 
 
 def test_same_seed_same_draws(case):
