@@ -48,7 +48,7 @@ def _subnet(profile: dict[str, Any], path: str, name: str) -> SubnetConfig | Non
 
 def _splits(data_root: str, data: dict[str, Any]) -> ImageSplits:
     """The image splits of a run's data selection (``dataset``, ``val_size``, ``subset``, ``shuffle_seed``)."""
-    return load_image_splits(data["dataset"], data_root, data["val_size"], data["subset"], data["shuffle_seed"])
+    return load_image_splits(data["dataset"], data_root, data["val_size"], data["subset"], data.get("shuffle_seed"))
 
 
 def cmd_flow_train(args: argparse.Namespace) -> None:

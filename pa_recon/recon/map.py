@@ -178,7 +178,7 @@ def map_image(
     prior: ImagePrior,
     *,
     lam: float = 1.0,
-    x0: torch.Tensor | Literal["backprojection", "prior"] = "backprojection",
+    x0: torch.Tensor | Literal["auto", "backprojection", "prior"] = "auto",
     settings: AdamSettings = AdamSettings(),
 ) -> MAPResult:
     """Image-space MAP: minimise ``½‖A x − y‖²/σ² + lam · NLL(x [| c])`` for data ``y`` ``(B, *op.data_shape)``.
@@ -186,16 +186,19 @@ def map_image(
     ``sigma``: noise std in data units, a number or ``(B,)``. ``lam = 1`` is the Bayesian MAP when ``sigma`` and
     the prior are right; a conditional prior is conditioned on ``prior.condition(op, y)``. Start ``x0``:
     ``"backprojection"`` (scaled, clipped at 0), ``"prior"`` (``G(0; c)``, the image of the zero latent: the
-    prior's central image, close to the conditional mean of a conditional prior) or an image
-    ``(B, *op.image_shape)``, which is copied. ``settings``: see :class:`AdamSettings`; the learning rate is in
+    prior's central image, close to the conditional mean of a conditional prior), ``"auto"`` (``"prior"`` for a
+    conditional prior, ``"backprojection"`` for a marginal one, whose central image ignores the data) or an
+    image ``(B, *op.image_shape)``, which is copied. ``settings``: see :class:`AdamSettings`; the learning rate is in
     image units per step. Returns :class:`MAPResult` (``latents`` is ``None``).
     """
     y, sigma, prior = check_inputs(op, y, sigma, prior)
     lam = check_number(lam, "lam")
     cond = prior_condition(prior, op, y)
     if isinstance(x0, str):
-        require(x0 in ("backprojection", "prior"), f"unknown start {x0!r}; use backprojection, prior or an image",
-                "x0")
+        require(x0 in ("auto", "backprojection", "prior"),
+                f"unknown start {x0!r}; use auto, backprojection, prior or an image", "x0")
+        if x0 == "auto":
+            x0 = "prior" if prior.conditional else "backprojection"
         with torch.no_grad():
             start = (back_projection(op, y, nonneg=True) if x0 == "backprojection"
                      else prior.generate(zero_latents(prior, y), cond))

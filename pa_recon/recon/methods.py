@@ -97,9 +97,10 @@ def _posterior(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
     rule = FlagRule(std_scale=s["std_scale"], null_scale=s["null_scale"], weights=tuple(s["weights"]),
                     threshold=s["threshold"], min_size=s["min_size"])
     scan_tol = check_number(s["scan_chi2_tol"], "scan_chi2_tol")
+    refine = AdamSettings(steps=s["refine_steps"], lr=s["refine_lr"], tau=None) if s["refine_steps"] else None
     post = posterior_sampling(p.op, p.y, p.sigma, p.prior, n_samples=s["n_samples"], temperature=s["temperature"],
                               chunk=s["chunk"], chi2_tol=s["chi2_tol"], presence_threshold=s["presence_threshold"],
-                              generator=p.generator)
+                              refine=refine, generator=p.generator)
     flags = hallucination_map(p.op, post.mean, post, rule, op_norm=p.op_norm)
     maps = {"image": post.mean, "std": post.std, "presence": post.presence, "flag_score": flags.score,
             "flags": flags.mask.to(post.mean.dtype)}
@@ -111,6 +112,9 @@ _ADAM = {"steps": 500, "lr": 1e-2, "lr_decay": 0.1, "tau": 1.0, "check_every": 1
 #: name → (method, default settings, whether it needs a prior). The prior methods work with a marginal or a
 #: conditional prior alike (the prior decides); ``posterior`` needs a conditional one.
 #:
+#: ``posterior`` with ``refine_steps`` > 0 refines every draw by that many Adam steps (rate ``refine_lr`` in latent
+#: units) of randomise-then-optimise; see :mod:`pa_recon.recon.posterior`.
+#:
 #: Per-scan values besides ``chi2``: ``map`` and ``map_latent`` give ``stop_reason`` (codes of
 #: :data:`~pa_recon.recon.map.STOP_REASONS`) and ``steps``; ``posterior`` gives ``acceptance``, ``chi2_median``
 #: and ``scan_flag`` by the rule of :func:`~pa_recon.recon.posterior.scan_values` with ``scan_chi2_tol``.
@@ -118,12 +122,12 @@ REGISTRY: dict[str, tuple[Method, dict[str, Any], bool]] = {
     "bp": (_bp, {"filter": "none", "nonneg": True}, False),
     "cgls": (_cgls, {"lam_fraction": 1e-3, "n_iter": 50, "tol": 1e-6}, False),
     "tv": (_tv, {"lam_fraction": 1e-3, "n_iter": 200, "nonneg": True}, False),
-    "map": (_map, {"lam": 1.0, "init": "backprojection", **_ADAM}, True),
+    "map": (_map, {"lam": 1.0, "init": "auto", **_ADAM}, True),
     "map_latent": (_map_latent, {**_ADAM, "lr": 5e-2}, True),
     "posterior": (_posterior, {"n_samples": 32, "temperature": 1.0, "chunk": 8, "chi2_tol": 0.5,
                                "presence_threshold": 0.2, "std_scale": 0.2, "null_scale": 0.2,
                                "weights": [1.0, 1.0, 1.0], "threshold": 0.5, "min_size": 4,
-                               "scan_chi2_tol": 0.5}, True),
+                               "scan_chi2_tol": 0.5, "refine_steps": 0, "refine_lr": 5e-2}, True),
 }
 METHODS = tuple(REGISTRY)
 

@@ -62,6 +62,19 @@ def test_start_at_the_prior_centre(dense_op):
     assert result.history.shape == (1, 1) and result.stopped == ("max_steps",)
 
 
+def test_auto_start_is_the_conditional_centre_or_the_back_projection(dense_op):
+    none = AdamSettings(steps=0)
+    conditional = gaussian_case(dense_op, [0.1, 0.1], conditional=True)
+    auto = map_image(conditional.op, conditional.y, conditional.sigma, conditional.prior, settings=none)
+    centre = map_image(conditional.op, conditional.y, conditional.sigma, conditional.prior, x0="prior", settings=none)
+    torch.testing.assert_close(auto.image, centre.image, rtol=0, atol=0)
+    marginal = gaussian_case(dense_op, [0.1, 0.2])
+    auto = map_image(marginal.op, marginal.y, marginal.sigma, marginal.prior, settings=none)
+    bp = map_image(marginal.op, marginal.y, marginal.sigma, marginal.prior, x0="backprojection", settings=none)
+    torch.testing.assert_close(auto.image, bp.image, rtol=0, atol=0)
+    assert not torch.allclose(centre.image, bp.image)
+
+
 def test_discrepancy_principle_stops_each_scan_on_its_own(dense_op):
     # True noise 0.1. Stated σ = 1: the start already fits. σ = 0.1: reached on the way. σ = 0.01: never.
     case = gaussian_case(dense_op, [1.0, 0.1, 0.01], noise=0.1)

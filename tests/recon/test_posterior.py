@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from gaussian_prior import GaussianPrior, gaussian_case
+from gaussian_prior import LATENT_SHAPES, GaussianPrior, gaussian_case
 
 from pa_recon.errors import PAReconError
-from pa_recon.recon import PosteriorResult, chi_square, posterior_sampling, scan_values
+from pa_recon.recon import AdamSettings, PosteriorResult, chi_square, posterior_sampling, scan_values
 
 
 def seeded(seed: int = 0) -> torch.Generator:
@@ -40,6 +40,27 @@ def test_moments_and_data_consistency_match_the_analytic_posterior(case):
     assert abs(float(chi2.mean()) - 1) < 0.3
     torch.testing.assert_close(result.chi2_mean, chi_square(case.op, result.mean, case.y, case.sigma))
     assert result.samples is None
+
+
+def test_randomise_then_optimise_turns_prior_draws_into_posterior_draws(dense_op):
+    # A "conditional" prior that ignores the data: its plain draws follow the prior N(μ, Σ), not the posterior.
+    case = gaussian_case(dense_op, [0.05] * 2)
+    prior = GaussianPrior(case.mean, torch.linalg.cholesky(case.cov), case.op.image_shape, LATENT_SHAPES,
+                          lambda data: case.mean.expand(len(data), -1))
+    n = 1000
+    std = torch.sqrt(torch.diagonal(case.post_cov, dim1=1, dim2=2))
+    plain = posterior_sampling(case.op, case.y, case.sigma, prior, n_samples=n, chunk=500, chi2_tol=None,
+                               generator=seeded())
+    assert torch.any((plain.mean.flatten(1) - case.post_mean).abs() > 10 * std / n**0.5)
+    # For a linear generator RTO is exact once its optimisation converges.
+    refine = AdamSettings(steps=4000, lr=5e-2, lr_decay=1e-4, tau=None)
+    rto = posterior_sampling(case.op, case.y, case.sigma, prior, n_samples=n, chunk=500, chi2_tol=None,
+                             refine=refine, generator=seeded())
+    assert torch.all((rto.mean.flatten(1) - case.post_mean).abs() <= 5 * std / n**0.5)
+    assert torch.all((rto.std.flatten(1) - std).abs() <= 5 * std / (2 * n) ** 0.5)
+    assert abs(float(rto.chi2.mean()) - 1) < 0.3 < abs(float(plain.chi2.mean()) - 1)
+    with pytest.raises(PAReconError, match="temperature"):
+        posterior_sampling(case.op, case.y, case.sigma, prior, temperature=0.0, refine=refine)
 
 
 def test_chunked_moments_equal_those_of_the_kept_samples(case):
