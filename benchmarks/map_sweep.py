@@ -1,12 +1,12 @@
 """Choose the image-space MAP settings on a validation set: a sweep of the prior weight λ and the start image.
 
 Usage: ``python benchmarks/map_sweep.py [--params params.yaml] [--priors outputs/priors] [--n 8] [--seed 777]
-[--lams 0.3 1 3 10] [--inits backprojection prior] [--json out.json]``.
+[--lams 0.3 1 3 10] [--inits backprojection prior] [--steps N] [--json out.json]``.
 
 The validation scans are ``--n`` phantoms of the priors' training family (``priors.data``) drawn with ``--seed``
 (not a test-set seed), simulated like the pipeline's test sets (``phantoms.refine``× finer grid, every SNR of
 ``simulate.snr_db``). Each (prior, start, λ) runs the pipeline's ``map`` method with the params file's
-``reconstruct.map`` settings and that λ and start, on the trained priors ``--priors``/{marginal,conditional}/prior.pt.
+``reconstruct.map`` settings (``--steps`` overrides its steps) and that λ and start, on the trained priors ``--priors``/{marginal,conditional}/prior.pt.
 Prints a Markdown table of mean PSNR and SSIM (data range 1, against the block-averaged phantom), mean χ² and the
 fraction of scans the discrepancy principle stopped, per prior and SNR. Run it after ``dvc repro dvc.yaml
 train_prior``, then copy the best setting into ``reconstruct.map`` (one setting serves both priors).
@@ -38,7 +38,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8, help="validation phantoms (each simulated at every SNR)")
     parser.add_argument("--seed", type=int, default=777, help="phantom seed; keep it apart from the test sets'")
     parser.add_argument("--lams", type=float, nargs="+", default=[0.3, 1.0, 3.0, 10.0])
-    parser.add_argument("--inits", nargs="+", default=["backprojection", "prior"])
+    parser.add_argument("--inits", nargs="+", default=["backprojection", "prior"],
+                        help="MAP starts: backprojection, prior or auto")
+    parser.add_argument("--steps", type=int, help="Adam steps (default: reconstruct.map.steps of --params)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
@@ -56,6 +58,8 @@ def main() -> None:
     op = PATOperator(grid, array)
     norm = operator_norm(op)
     base = load_params(args.params, "reconstruct").get("map", {})
+    if args.steps is not None:
+        base = {**base, "steps": args.steps}
     rows = []
     for kind, init, lam in itertools.product(("marginal", "conditional"), args.inits, args.lams):
         prior = load_prior(f"{args.priors}/{kind}/prior.pt")
@@ -70,7 +74,8 @@ def main() -> None:
             print(f"{kind} {init} λ={lam:g} {snr:g} dB: {rows[-1]['psnr']:.2f} dB / {rows[-1]['ssim']:.3f}",
                   flush=True)
     print(f"{args.n} validation phantoms (seed {args.seed}) at {', '.join(f'{s:g}' for s in snrs)} dB; "
-          f"reconstruct.map settings of {args.params} otherwise; torch {torch.get_num_threads()} threads")
+          f"{base.get('steps', 'default')} steps, reconstruct.map settings of {args.params} otherwise; torch "
+          f"{torch.get_num_threads()} threads")
     print("| prior | start | λ | SNR dB | PSNR dB | SSIM | mean χ² | stopped by discrepancy |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:

@@ -3,9 +3,10 @@
 Usage: ``python benchmarks/recon.py [--params params.yaml] [--prior-params profiles/gpu.yaml] [--json out.json]``.
 The geometry comes from ``--params``; the priors' architectures from ``--prior-params`` (default: the same
 file), built untrained (speed does not depend on the weights). Prints, per device (CPU, and CUDA when
-present): seconds for MAP (``reconstruct.map.steps`` Adam steps, marginal and conditional prior, one scan) and
-for 100 posterior samples of one scan (conditional prior). Goals: MAP ≤ 2 s on a GPU, ≤ 60 s on the 2-core
-CPU; 100 samples ≤ 1 s on a GPU.
+present): seconds for MAP (``reconstruct.map.steps`` Adam steps, marginal and conditional prior, one scan), for
+100 posterior samples of one scan (conditional prior), and for the same 100 samples refined by
+``reconstruct.posterior.refine_steps`` steps of randomise-then-optimise (when set). Goals: MAP ≤ 2 s on a GPU,
+≤ 60 s on the 2-core CPU; 100 samples ≤ 1 s on a GPU.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from pa_recon.cli.common import geometry_from_params, load_params
 from pa_recon.physics import PATOperator
 from pa_recon.priors import FlowPrior, flow_config_for
-from pa_recon.recon import AdamSettings, map_image, posterior_sampling
+from pa_recon.recon import AdamSettings, map_image, method_settings, posterior_sampling
 from pa_recon.bench.runs import median_seconds
 
 
@@ -31,7 +32,10 @@ def main() -> None:
     args = parser.parse_args()
     grid, array = geometry_from_params(args.params)
     flows = load_params(args.prior_params or args.params, "priors")["flow"]
-    steps = int(load_params(args.params, "reconstruct").get("map", {}).get("steps", 500))
+    settings = load_params(args.params, "reconstruct")
+    steps = int(settings.get("map", {}).get("steps", 500))
+    posterior = method_settings("posterior", settings.get("posterior"))
+    refine_steps = int(posterior["refine_steps"])
     rows = []
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         op = PATOperator(grid, array, device=device)
@@ -51,15 +55,22 @@ def main() -> None:
         row["posterior_100_s"] = median_seconds(
             lambda: posterior_sampling(op, y, sigma, priors["conditional"], n_samples=100, chunk=50, chi2_tol=None),
             device, 1)
+        if refine_steps:
+            refine = AdamSettings(steps=refine_steps, lr=posterior["refine_lr"], tau=None)
+            row["posterior_100_refined_s"] = median_seconds(
+                lambda: posterior_sampling(op, y, sigma, priors["conditional"], n_samples=100, chunk=50, chi2_tol=None,
+                                           refine=refine), device, 1)
         rows.append(row)
     hardware = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "CPU"
     print(f"{grid.nz}×{grid.nx} grid, {array.n_elements} elements × {array.n_samples} samples; torch "
           f"{torch.__version__}, {torch.get_num_threads()} CPU threads; {hardware}")
-    print("| device | MAP steps | MAP marginal [s] | MAP conditional [s] | 100 posterior samples [s] |")
-    print("|---|---|---|---|---|")
+    print("| device | MAP steps | MAP marginal [s] | MAP conditional [s] | 100 posterior samples [s] "
+          f"| 100 samples, {refine_steps} RTO steps [s] |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
+        refined = f"{r['posterior_100_refined_s']:.2f}" if refine_steps else "–"
         print(f"| {r['device']} | {r['map_steps']} | {r['map_marginal_s']:.2f} | {r['map_conditional_s']:.2f} | "
-              f"{r['posterior_100_s']:.2f} |")
+              f"{r['posterior_100_s']:.2f} | {refined} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"hardware": hardware, "rows": rows}, f, indent=2)
