@@ -21,8 +21,7 @@ import json
 import numpy as np
 import torch
 
-from pa_recon.cli.common import geometry_from_params, load_params
-from pa_recon.data.families import make_phantoms
+from pa_recon.cli.common import family_phantoms, geometry_from_params, load_params
 from pa_recon.data.phantoms import downsample
 from pa_recon.metrics import psnr, ssim
 from pa_recon.physics import MeasurementSimulator, PATOperator
@@ -45,11 +44,8 @@ def main() -> None:
     args = parser.parse_args()
 
     grid, array = geometry_from_params(args.params)
-    family = load_params(args.params, "priors")["data"]
-    refine = int(load_params(args.params, "phantoms").get("refine", 2))
-    fine = grid.refined(refine)
-    phantoms = make_phantoms(args.n, fine.nz, fine.nx, args.seed, source=family.get("source", "procedural"),
-                             vessels=family.get("vessels"), split=family.get("split", "train"))
+    fine, phantoms = family_phantoms(args.params, load_params(args.params, "priors")["data"], args.n, args.seed)
+    refine = fine.nx // grid.nx
     snrs = [float(s) for s in load_params(args.params, "simulate")["snr_db"]]
     simulator = MeasurementSimulator(grid, array, refine=refine)
     generator = torch.Generator().manual_seed(args.seed)

@@ -26,8 +26,7 @@ import json
 import numpy as np
 import torch
 
-from pa_recon.cli.common import geometry_from_params, load_params
-from pa_recon.data.families import make_phantoms
+from pa_recon.cli.common import family_phantoms, geometry_from_params, load_params
 from pa_recon.data.phantoms import downsample
 from pa_recon.physics import PATOperator
 from pa_recon.recon.cgls import cgls
@@ -50,12 +49,9 @@ def main() -> None:
     args = parser.parse_args()
 
     grid, array = geometry_from_params(args.params)
-    common, spec = load_params(args.params, "phantoms"), load_params(args.params, "test_sets")[args.set]
-    refine = int(common.get("refine", 2))
-    fine_grid = grid.refined(refine)
-    phantoms = make_phantoms(args.n, fine_grid.nz, fine_grid.nx, int(spec.get("seed", 0)),
-                             source=spec.get("source", "procedural"), vessels=spec.get("vessels"),
-                             mask_dir=common.get("vessel_masks_dir"), split=spec.get("split", "val"))
+    spec = load_params(args.params, "test_sets")[args.set]
+    fine_grid, phantoms = family_phantoms(args.params, spec, args.n, int(spec.get("seed", 0)))
+    refine = fine_grid.nx // grid.nx
     fine_p0 = torch.as_tensor(phantoms, dtype=torch.float64)[:, None]
     truth = torch.as_tensor(downsample(phantoms, refine), dtype=torch.float64)[:, None]
     bands = [tuple(float(v) for v in b.split(":")) for b in args.bands] or [

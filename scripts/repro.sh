@@ -3,5 +3,8 @@
 # The benchmark pipelines under pipelines/ are separate: run them with `dvc repro pipelines/NAME/dvc.yaml`.
 set -euo pipefail
 . "$(dirname "$0")/setup.sh"
+# One torch thread per process unless the caller says otherwise: the README's timings use it, and on a shared
+# 2-core machine two threads ran several times slower than one.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 dvc repro dvc.yaml "$@"
 cat outputs/report/results.md

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from tqdm import tqdm
 
+from pa_recon.data.families import make_phantoms
 from pa_recon.errors import PAReconError
 from pa_recon.physics import Grid, LinearArray
 
@@ -63,6 +65,19 @@ def geometry_from_params(path: str | Path) -> tuple[Grid, LinearArray]:
         return Grid(**geometry["grid"]), LinearArray.uniform(**geometry["array"])
     except (KeyError, TypeError) as err:
         raise PAReconError(f"incomplete or unknown geometry settings: {err}", file=path, field="geometry") from None
+
+
+def family_phantoms(path: str | Path, family: Mapping[str, Any], n: int, seed: int) -> tuple[Grid, np.ndarray]:
+    """``n`` phantoms ``(n, nz, nx)`` of a phantom family (``source``, ``vessels``, ``split`` as in ``test_sets`` or
+    ``priors.data``) on the simulation grid of the params file ``path``: its reconstruction grid refined
+    ``phantoms.refine`` times (default 2). Returns that grid and the images."""
+    common = load_params(path, "phantoms")
+    grid, _ = geometry_from_params(path)
+    fine = grid.refined(int(common.get("refine", 2)))
+    images = make_phantoms(n, fine.nz, fine.nx, seed, source=family.get("source", "procedural"),
+                           vessels=family.get("vessels"), mask_dir=common.get("vessel_masks_dir"),
+                           split=family.get("split", "val"))
+    return fine, images
 
 
 def pick_device(name: str) -> torch.device:

@@ -12,8 +12,7 @@ import numpy as np
 import torch
 
 from pa_recon.batch import ReconJob, reconstruct_file
-from pa_recon.cli.common import batches, geometry_from_params, load_params, pick_device
-from pa_recon.data.families import make_phantoms
+from pa_recon.cli.common import batches, family_phantoms, geometry_from_params, load_params, pick_device
 from pa_recon.data.hdf5io import (
     read_measurements,
     read_phantoms,
@@ -47,12 +46,7 @@ def cmd_phantoms(args: argparse.Namespace) -> None:
         raise PAReconError(f"unknown test set; defined: {sorted(test_sets)}", file=args.params,
                            field=f"test_sets.{args.set}")
     settings = {"n": 16, "seed": 0, **test_sets[args.set]}
-    common = load_params(args.params, "phantoms")
-    grid, _ = geometry_from_params(args.params)
-    fine = grid.refined(int(common.get("refine", 2)))
-    images = make_phantoms(int(settings["n"]), fine.nz, fine.nx, int(settings["seed"]),
-                           source=settings.get("source", "procedural"), vessels=settings.get("vessels"),
-                           mask_dir=common.get("vessel_masks_dir"), split=settings.get("split", "val"))
+    fine, images = family_phantoms(args.params, settings, int(settings["n"]), int(settings["seed"]))
     write_phantoms(args.out, images, fine.to_dict(),
                    attrs={"test_set": args.set, "source": settings.get("source", "procedural"),
                           "seed": int(settings["seed"])})
