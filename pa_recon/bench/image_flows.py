@@ -267,12 +267,16 @@ def build_image_flow(layout: Mapping[str, Any], shape: Shape, subnet: SubnetConf
     return Flow(modules, prior, shape, encoder=encoder, dequantization=dequantizer)
 
 
+def n_classes(model: Flow) -> int:
+    """The number of classes of a class-conditional flow; 0 for an unconditional one."""
+    return model.encoder.in_channels if isinstance(model.encoder, LabelEncoder) else 0
+
+
 def label_condition(model: Flow, labels: Tensor) -> Tensor | None:
     """The condition of class labels (B,) for a class-conditional flow (one-hot, on the model's device); None for an
     unconditional flow, which ignores labels."""
-    if not isinstance(model.encoder, LabelEncoder):
-        return None
-    return one_hot_condition(labels.to(device_of(model)), model.encoder.in_channels)
+    k = n_classes(model)
+    return one_hot_condition(labels.to(device_of(model)), k) if k else None
 
 
 # -------------------------------------------------------------------------------------------------- likelihood
@@ -330,17 +334,13 @@ def _pixels(model: Flow, x: Tensor) -> Tensor:
     return x.float() / (model.dequantization.levels - 1)
 
 
-def n_classes(model: Flow) -> int:
-    """The number of classes of a class-conditional flow; 0 for an unconditional one."""
-    return model.encoder.in_channels if isinstance(model.encoder, LabelEncoder) else 0
-
-
-def sample_grid(model: Flow, n: int, temperature: float = 1.0) -> tuple[Tensor, int]:
-    """About ``n`` samples in [0, 1] for a grid, and the grid's row length. A class-conditional flow draws
-    ``max(1, n // classes)`` samples of each class, one row per class; an unconditional one draws n."""
+def sample_grid(model: Flow, n: int, temperature: float = 1.0) -> tuple[Tensor, int | None]:
+    """About ``n`` samples in [0, 1] for a grid, and the grid's row length (None: the grid's default). A
+    class-conditional flow draws ``max(1, n // classes)`` samples of each class, one row per class; an unconditional
+    one draws n."""
     k = n_classes(model)
     if not k:
-        return _pixels(model, model.sample(n, temperature=temperature)), math.ceil(math.sqrt(n))
+        return _pixels(model, model.sample(n, temperature=temperature)), None
     per_class = max(1, n // k)
     labels = torch.arange(k).repeat_interleave(per_class)
     return _pixels(model, model.sample(labels.numel(), label_condition(model, labels), temperature)), per_class
