@@ -57,8 +57,9 @@ def main() -> None:
     if args.steps is not None:
         base = {**base, "steps": args.steps}
     rows = []
-    for kind, init, lam in itertools.product(("marginal", "conditional"), args.inits, args.lams):
-        prior = load_prior(f"{args.priors}/{kind}/prior.pt")
+    priors = {kind: load_prior(f"{args.priors}/{kind}/prior.pt") for kind in ("marginal", "conditional")}
+    for kind, init, lam in itertools.product(priors, args.inits, args.lams):
+        prior = priors[kind]
         for snr, (y, sigma) in zip(snrs, simulated):
             out = reconstruct("map", Problem(op, y, sigma, norm, prior), {**base, "lam": lam, "init": init})
             image = out.maps["image"][:, 0].numpy()
