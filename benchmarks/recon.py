@@ -1,12 +1,16 @@
 """Speed of reconstruction with a flow prior: image-space MAP on one scan and 100 posterior samples.
 
-Usage: ``python benchmarks/recon.py [--params params.yaml] [--prior-params profiles/gpu.yaml] [--json out.json]``.
-The geometry comes from ``--params``; the priors' architectures from ``--prior-params`` (default: the same
-file), built untrained (speed does not depend on the weights). Prints, per device (CPU, and CUDA when
-present): seconds for MAP (``reconstruct.map.steps`` Adam steps, marginal and conditional prior, one scan), for
-100 posterior samples of one scan (conditional prior), and for the same 100 samples refined by
-``reconstruct.posterior.refine_steps`` steps of randomise-then-optimise (when set). Goals: MAP ≤ 2 s on a GPU,
-≤ 60 s on the 2-core CPU; 100 samples ≤ 1 s on a GPU.
+Usage: ``python benchmarks/recon.py [--params params.yaml] [--prior-params profiles/gpu.yaml] [--devices cpu cuda]
+[--modes graph eager] [--parts map batch posterior] [--batch 16] [--json out.json]``. The geometry comes
+from ``--params``; the priors' architectures from ``--prior-params`` (default: the same file), built untrained
+(speed does not depend on the weights). Prints, per device (CPU, and CUDA when present) and way of running the
+Adam steps (``--modes``: op by op, or replayed as a captured CUDA graph): seconds for MAP
+(``reconstruct.map.steps`` steps, marginal and conditional prior, one scan; the first call, which pays the
+warm-up and the capture, apart), seconds per scan when ``--batch`` scans are reconstructed
+together (conditional prior), for 100 posterior samples of one scan (conditional prior), and for the same 100
+samples refined by ``reconstruct.posterior.refine_steps`` steps of randomise-then-optimise (when set). On CUDA a
+float64 check first confirms that CUDA-graph steps give the same iterates as op-by-op ones. Goals: MAP ≤ 2 s on a
+GPU, ≤ 60 s on the 2-core CPU; 100 samples ≤ 1 s on a GPU.
 """
 
 from __future__ import annotations
@@ -14,68 +18,165 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 
-from pa_recon.cli.common import geometry_from_params, load_params
-from pa_recon.physics import PATOperator
-from pa_recon.priors import FlowPrior, flow_config_for
-from pa_recon.recon import AdamSettings, map_image, method_settings, posterior_sampling
 from pa_recon.bench.runs import median_seconds
+from pa_recon.cli.common import geometry_from_params, load_params
+from pa_recon.physics import Grid, LinearArray, PATOperator
+from pa_recon.priors import FlowPrior, flow_config_for
+from pa_recon.recon import AdamSettings, map_image, map_latent, method_settings, posterior_sampling
+
+KINDS = ("marginal", "conditional")
+
+
+def test_problem(op: PATOperator, n_scans: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Data ``(n_scans, n_elements, n_samples)`` of a horizontal line at a third of the depth, and σ at 1 % of
+    the peak."""
+    x = torch.zeros(n_scans, *op.image_shape, dtype=op.kernel.dtype, device=op.kernel.device)
+    x[..., op.grid.nz // 3, :] = 1.0
+    y = op(x)
+    return y, 0.01 * y.abs().max() * torch.ones(n_scans, dtype=y.dtype, device=y.device)
+
+
+def frozen_priors(flows: dict, grid: Grid, array: LinearArray, device: str, dtype: torch.dtype = torch.float32) -> dict[str, FlowPrior]:
+    """Untrained marginal and conditional priors of the configured architectures, without gradients."""
+    priors = {}
+    for kind in KINDS:
+        prior = FlowPrior(flow_config_for(kind, flows[kind], grid), grid, array).to(device=device, dtype=dtype).eval()
+        priors[kind] = prior.requires_grad_(False)
+    return priors
+
+
+def graph_matches_eager(grid: Grid, array: LinearArray, flows: dict, steps: int = 20) -> float:
+    """Largest difference between CUDA-graph and op-by-op runs of image MAP, latent MAP and refined posterior
+    samples, in float64 (where a wrong capture shows and rounding does not)."""
+    op = PATOperator(grid, array, dtype=torch.float64, device="cuda")
+    y, sigma = test_problem(op, 2)
+    priors = frozen_priors(flows, grid, array, "cuda", torch.float64)
+    for prior in priors.values():  # the ActNorm layers' data-dependent initialisation, outside the comparison
+        prior.nll(torch.rand(2, *op.image_shape, dtype=torch.float64, device="cuda"), prior.condition(op, y))
+    worst = 0.0
+    for graph in (True, False):
+        adam = AdamSettings(steps=steps, tau=None, cuda_graph=graph)
+        torch.manual_seed(0)
+        images = [map_image(op, y, sigma, p, x0="backprojection", settings=adam).image for p in priors.values()]
+        images += [map_latent(op, y, sigma, p, settings=replace(adam, lr=5e-2)).image for p in priors.values()]
+        images.append(posterior_sampling(op, y, sigma, priors["conditional"], n_samples=4, chi2_tol=None,
+                                         refine=adam, generator=torch.Generator("cuda").manual_seed(1)).mean)
+        if graph:
+            reference = images
+        else:
+            worst = max(float((a - b).abs().max()) for a, b in zip(reference, images))
+    return worst
+
+
+#: How the Adam steps run: ``AdamSettings`` fields per mode (CUDA graphs exist on CUDA only).
+MODES = {"eager": {"cuda_graph": False}, "graph": {"cuda_graph": True}}
+PARTS = ("map", "batch", "posterior")
+COLUMNS = {"map_marginal_first_s": "first MAP call, marginal [s]", "map_marginal_s": "MAP marginal [s]",
+           "map_conditional_s": "MAP conditional [s]", "map_conditional_batch_s_per_scan": "MAP conditional, batch "
+           "[s per scan]", "posterior_100_s": "100 posterior samples [s]",
+           "posterior_100_refined_s": "100 samples with RTO steps [s]"}
+
+
+def first_and_median(fn: Callable[[], object], device: str) -> tuple[float, float]:
+    """Seconds of the first call of ``fn`` (compilation, capture, warm-up included) and of a later one."""
+    start = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, median_seconds(fn, device, 1)
+
+
+def timings(grid: Grid, array: LinearArray, flows: dict, settings: dict, device: str, mode: str, batch: int,
+            parts: list[str]) -> dict:
+    """One row of the table: seconds for each reconstruction of ``parts`` on ``device``, steps run as ``mode``."""
+    op = PATOperator(grid, array, device=device)
+    y, sigma = test_problem(op, batch)
+    priors = frozen_priors(flows, grid, array, device)
+    steps = int(settings.get("map", {}).get("steps", 500))
+    posterior = method_settings("posterior", settings.get("posterior"))
+    # tau=0 never meets the discrepancy principle, so every run takes all the steps; the back-projection start
+    # because an untrained prior's central image can make the first step non-finite (which would end the run).
+    adam = AdamSettings(steps=steps, tau=0.0, **MODES[mode])
+    row = {"device": device, "mode": mode, "map_steps": steps, "batch": batch,
+           "refine_steps": int(posterior["refine_steps"])}
+    if "map" in parts:
+        for kind, prior in priors.items():
+            first, later = first_and_median(
+                lambda p=prior: map_image(op, y[:1], sigma[:1], p, x0="backprojection", settings=adam), device)
+            row[f"map_{kind}_s"] = later
+            if kind == "marginal":
+                row["map_marginal_first_s"] = first
+    if "batch" in parts:
+        row["map_conditional_batch_s_per_scan"] = median_seconds(
+            lambda: map_image(op, y, sigma, priors["conditional"], x0="backprojection", settings=adam), device,
+            1) / batch
+    if "posterior" in parts:
+        row["posterior_100_s"] = median_seconds(
+            lambda: posterior_sampling(op, y[:1], sigma[:1], priors["conditional"], n_samples=100, chunk=50,
+                                       chi2_tol=None), device, 1)
+        if row["refine_steps"]:
+            refine = AdamSettings(steps=row["refine_steps"], lr=posterior["refine_lr"], tau=None, **MODES[mode])
+            row["posterior_100_refined_s"] = median_seconds(
+                lambda: posterior_sampling(op, y[:1], sigma[:1], priors["conditional"], n_samples=100, chunk=50,
+                                           chi2_tol=None, refine=refine), device, 1)
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--prior-params", help="params file with the priors' flow settings (default: --params)")
+    parser.add_argument("--devices", nargs="+", choices=["cpu", "cuda"],
+                        default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    parser.add_argument("--modes", nargs="+", choices=sorted(MODES), default=["graph", "eager"],
+                        help="how the Adam steps run: op by op, or replayed as a CUDA graph (CUDA only)")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--batch", type=int, default=16, help="scans reconstructed together for the per-scan figure")
+    parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                        help="on CUDA, first check in float64 that CUDA-graph steps equal op-by-op ones")
     parser.add_argument("--json")
     args = parser.parse_args()
+    if "cuda" in args.devices and not torch.cuda.is_available():
+        parser.error("--devices cuda: CUDA is not available")
     grid, array = geometry_from_params(args.params)
     flows = load_params(args.prior_params or args.params, "priors")["flow"]
     settings = load_params(args.params, "reconstruct")
-    steps = int(settings.get("map", {}).get("steps", 500))
-    posterior = method_settings("posterior", settings.get("posterior"))
-    refine_steps = int(posterior["refine_steps"])
-    rows = []
-    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-        op = PATOperator(grid, array, device=device)
-        x = torch.zeros(1, *op.image_shape, device=device)
-        x[..., grid.nz // 3, :] = 1.0
-        y = op(x)
-        sigma = 0.01 * y.abs().max() * torch.ones(1, device=device)
-        priors = {kind: FlowPrior(flow_config_for(kind, flows[kind], grid), grid, array).to(device).eval()
-                  for kind in ("marginal", "conditional")}
-        for prior in priors.values():
-            prior.requires_grad_(False)
-        # tau=0 never meets the discrepancy principle, so every run takes all the steps; the back-projection start
-        # because an untrained prior's central image can make the first step non-finite (which would end the run).
-        adam = AdamSettings(steps=steps, tau=0.0)
-        row = {"device": device, "map_steps": steps}
-        for kind, prior in priors.items():
-            row[f"map_{kind}_s"] = median_seconds(
-                lambda p=prior: map_image(op, y, sigma, p, x0="backprojection", settings=adam), device, 1)
-        row["posterior_100_s"] = median_seconds(
-            lambda: posterior_sampling(op, y, sigma, priors["conditional"], n_samples=100, chunk=50, chi2_tol=None),
-            device, 1)
-        if refine_steps:
-            refine = AdamSettings(steps=refine_steps, lr=posterior["refine_lr"], tau=None)
-            row["posterior_100_refined_s"] = median_seconds(
-                lambda: posterior_sampling(op, y, sigma, priors["conditional"], n_samples=100, chunk=50, chi2_tol=None,
-                                           refine=refine), device, 1)
-        rows.append(row)
-    hardware = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "CPU"
+    result: dict = {"rows": []}
+    mismatch = False
+    if "cuda" in args.devices and args.check:
+        result["graph_vs_eager_float64_max_abs"] = difference = graph_matches_eager(grid, array, flows)
+        print(f"CUDA graph against op-by-op steps (float64, 20 steps): largest difference {difference:.2e}")
+        mismatch = difference > 1e-9
+        if mismatch:
+            print("the captured CUDA graph does NOT reproduce the op-by-op steps")
+    result["hardware"] = hardware = torch.cuda.get_device_name() if "cuda" in args.devices else (
+        platform.processor() or "CPU")
+    refine_steps = int(method_settings("posterior", settings.get("posterior"))["refine_steps"])
     print(f"{grid.nz}×{grid.nx} grid, {array.n_elements} elements × {array.n_samples} samples; torch "
-          f"{torch.__version__}, {torch.get_num_threads()} CPU threads; {hardware}")
-    print("| device | MAP steps | MAP marginal [s] | MAP conditional [s] | 100 posterior samples [s] "
-          f"| 100 samples, {refine_steps} RTO steps [s] |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        refined = f"{r['posterior_100_refined_s']:.2f}" if refine_steps else "–"
-        print(f"| {r['device']} | {r['map_steps']} | {r['map_marginal_s']:.2f} | {r['map_conditional_s']:.2f} | "
-              f"{r['posterior_100_s']:.2f} | {refined} |")
+          f"{torch.__version__}, {torch.get_num_threads()} CPU threads; {hardware}; batch {args.batch}, "
+          f"{refine_steps} RTO steps")
+    print("| device | steps run | MAP steps | " + " | ".join(COLUMNS.values()) + " |")
+    print("|---" * (3 + len(COLUMNS)) + "|")
+    for device in args.devices:
+        for mode in args.modes:
+            if device == "cpu" and mode == "graph":
+                continue
+            r = timings(grid, array, flows, settings, device, mode, args.batch, args.parts)
+            result["rows"].append(r)
+            cells = [f"{r[k]:.3g}" if k in r else "–" for k in COLUMNS]
+            print(f"| {device} | {mode} | {r['map_steps']} | " + " | ".join(cells) + " |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"hardware": hardware, "rows": rows}, f, indent=2)
+            json.dump(result, f, indent=2)
+    if mismatch:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ By name: :func:`reconstruct` runs any of :data:`METHODS` and returns a :class:`M
 maps and one value per scan (the χ² of the image, and the stop reasons, acceptance or scan flags of a method).
 """
 
+from pa_recon.recon.adam import STOP_REASONS, AdamSettings
 from pa_recon.recon.backprojection import back_projection, least_squares_scale, ramp_filter
 from pa_recon.recon.base import LinearOperator, ReconResult, lam_from_fraction, operator_norm
 from pa_recon.recon.cgls import cgls
@@ -21,7 +22,7 @@ from pa_recon.recon.hallucination import (
     remove_small_regions,
 )
 from pa_recon.recon.latent import map_latent
-from pa_recon.recon.map import STOP_REASONS, AdamSettings, MAPResult, chi_square, map_image
+from pa_recon.recon.map import MAPResult, chi_square, map_image
 from pa_recon.recon.methods import METHODS, MethodOutput, Problem, method_settings, needs_prior, reconstruct
 from pa_recon.recon.posterior import PosteriorResult, posterior_sampling, scan_values
 from pa_recon.recon.prior_protocol import ImagePrior

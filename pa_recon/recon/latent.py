@@ -1,7 +1,7 @@
 """Latent-space MAP ("deep prior"): reconstruct as ``x = G(z [; c])`` with the prior's generator fixed.
 
 Minimises ``½‖A G(z) − y‖² / σ² + ½‖z‖²`` (nats) over the whitened latents ``z``, from ``z = 0`` (the prior's
-central image), by the batched Adam loop of :func:`pa_recon.recon.map.minimise`, with the same per-scan stopping
+central image), by the batched Adam loop of :func:`pa_recon.recon.adam.minimise`, with the same per-scan stopping
 rules. Since ``−log p(x) = ½‖G⁻¹(x)‖² + log |det ∂G/∂z| + const``, this is the MAP over ``z``, not over ``x``:
 it leaves out the volume term, and the two coincide only when that term is constant (a linear ``G``).
 """
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from pa_recon.recon.adam import AdamSettings, minimise
 from pa_recon.recon.base import LinearOperator, batch_dot, require
-from pa_recon.recon.map import AdamSettings, MAPResult, check_inputs, minimise, zero_latents
+from pa_recon.recon.map import MAPResult, check_inputs, zero_latents
 from pa_recon.recon.prior_protocol import ImagePrior, prior_condition
 
 #: Default settings: as :class:`AdamSettings` but 5× the learning rate, since latents are in units of the

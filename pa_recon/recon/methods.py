@@ -17,12 +17,13 @@ from typing import Any
 import torch
 
 from pa_recon.errors import PAReconError
+from pa_recon.recon.adam import STOP_REASONS, AdamSettings
 from pa_recon.recon.backprojection import back_projection
 from pa_recon.recon.base import LinearOperator, check_number
 from pa_recon.recon.cgls import cgls
 from pa_recon.recon.hallucination import FlagRule, hallucination_map
 from pa_recon.recon.latent import map_latent
-from pa_recon.recon.map import STOP_REASONS, AdamSettings, MAPResult, chi_square, map_image
+from pa_recon.recon.map import MAPResult, chi_square, map_image
 from pa_recon.recon.posterior import posterior_sampling, scan_values
 from pa_recon.recon.tv import tv_reconstruction
 
@@ -74,7 +75,7 @@ def _tv(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
 
 
 def _adam(s: Mapping[str, Any]) -> AdamSettings:
-    return AdamSettings(**{k: s[k] for k in ("steps", "lr", "lr_decay", "tau", "check_every")})
+    return AdamSettings(**{k: s[k] for k in ("steps", "lr", "lr_decay", "tau", "check_every", "cuda_graph")})
 
 
 def _map_output(result: MAPResult) -> MethodOutput:
@@ -97,7 +98,8 @@ def _posterior(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
     rule = FlagRule(std_scale=s["std_scale"], null_scale=s["null_scale"], weights=tuple(s["weights"]),
                     threshold=s["threshold"], min_size=s["min_size"])
     scan_tol = check_number(s["scan_chi2_tol"], "scan_chi2_tol")
-    refine = AdamSettings(steps=s["refine_steps"], lr=s["refine_lr"], tau=None) if s["refine_steps"] else None
+    refine = (AdamSettings(steps=s["refine_steps"], lr=s["refine_lr"], tau=None, cuda_graph=s["cuda_graph"])
+              if s["refine_steps"] else None)
     post = posterior_sampling(p.op, p.y, p.sigma, p.prior, n_samples=s["n_samples"], temperature=s["temperature"],
                               chunk=s["chunk"], chi2_tol=s["chi2_tol"], presence_threshold=s["presence_threshold"],
                               refine=refine, generator=p.generator)
@@ -107,16 +109,19 @@ def _posterior(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
     return MethodOutput(maps, scan_values(post, scan_chi2_tol=scan_tol))
 
 
-_ADAM = {"steps": 500, "lr": 1e-2, "lr_decay": 0.1, "tau": 1.0, "check_every": 10}
+_ADAM = {"steps": 500, "lr": 1e-2, "lr_decay": 0.1, "tau": 1.0, "check_every": 10, "cuda_graph": True}
 
 #: name → (method, default settings, whether it needs a prior). The prior methods work with a marginal or a
 #: conditional prior alike (the prior decides); ``posterior`` needs a conditional one.
+#:
+#: ``cuda_graph`` (MAP, latent MAP, the posterior's refinement): replay each Adam step as a captured CUDA graph on a
+#: GPU (see :class:`~pa_recon.recon.adam.AdamSettings`).
 #:
 #: ``posterior`` with ``refine_steps`` > 0 refines every draw by that many Adam steps (rate ``refine_lr`` in latent
 #: units) of randomise-then-optimise; see :mod:`pa_recon.recon.posterior`.
 #:
 #: Per-scan values besides ``chi2``: ``map`` and ``map_latent`` give ``stop_reason`` (codes of
-#: :data:`~pa_recon.recon.map.STOP_REASONS`) and ``steps``; ``posterior`` gives ``acceptance``, ``chi2_median``
+#: :data:`~pa_recon.recon.adam.STOP_REASONS`) and ``steps``; ``posterior`` gives ``acceptance``, ``chi2_median``
 #: and ``scan_flag`` by the rule of :func:`~pa_recon.recon.posterior.scan_values` with ``scan_chi2_tol``.
 REGISTRY: dict[str, tuple[Method, dict[str, Any], bool]] = {
     "bp": (_bp, {"filter": "none", "nonneg": True}, False),
@@ -127,7 +132,7 @@ REGISTRY: dict[str, tuple[Method, dict[str, Any], bool]] = {
     "posterior": (_posterior, {"n_samples": 32, "temperature": 1.0, "chunk": 8, "chi2_tol": 0.5,
                                "presence_threshold": 0.2, "std_scale": 0.2, "null_scale": 0.2,
                                "weights": [1.0, 1.0, 1.0], "threshold": 0.5, "min_size": 4,
-                               "scan_chi2_tol": 0.5, "refine_steps": 0, "refine_lr": 5e-2}, True),
+                               "scan_chi2_tol": 0.5, "refine_steps": 0, "refine_lr": 5e-2, "cuda_graph": True}, True),
 }
 METHODS = tuple(REGISTRY)
 

@@ -172,6 +172,7 @@ def test_bad_inputs_raise(dense_op, change, field):
 @pytest.mark.parametrize("settings, field", [
     ({"steps": -1}, "steps"), ({"steps": 2.5}, "steps"), ({"lr": 0.0}, "lr"), ({"lr_decay": 0.0}, "lr_decay"),
     ({"lr_decay": 2.0}, "lr_decay"), ({"tau": -1.0}, "tau"), ({"check_every": 0}, "check_every"),
+    ({"cuda_graph": 1}, "cuda_graph"),
 ])
 def test_bad_settings_raise(settings, field):
     with pytest.raises(PAReconError, match=field):
