@@ -43,7 +43,8 @@ def test_problem(op: PATOperator, n_scans: int) -> tuple[torch.Tensor, torch.Ten
     return y, 0.01 * y.abs().max() * torch.ones(n_scans, dtype=y.dtype, device=y.device)
 
 
-def frozen_priors(flows: dict, grid: Grid, array: LinearArray, device: str, dtype: torch.dtype = torch.float32) -> dict[str, FlowPrior]:
+def frozen_priors(flows: dict, grid: Grid, array: LinearArray, device: str,
+                  dtype: torch.dtype = torch.float32) -> dict[str, FlowPrior]:
     """Untrained marginal and conditional priors of the configured architectures, without gradients."""
     priors = {}
     for kind in KINDS:
@@ -85,7 +86,7 @@ COLUMNS = {"map_marginal_first_s": "first MAP call, marginal [s]", "map_marginal
 
 
 def first_and_median(fn: Callable[[], object], device: str) -> tuple[float, float]:
-    """Seconds of the first call of ``fn`` (compilation, capture, warm-up included) and of a later one."""
+    """Seconds of the first call of ``fn`` (the warm-up and the CUDA-graph capture included) and of a later one."""
     start = time.perf_counter()
     fn()
     if device == "cuda":

@@ -12,8 +12,8 @@ only every ``check_every`` steps, to end early once all scans have stopped.
 
 One step updates a fixed set of tensors in place and never reads a value back, so on a GPU the whole step (the
 flow's forward and backward passes, the operator, Adam) is captured once as a CUDA graph and replayed: at batch 1
-a flow prior's step is hundreds of small kernels, and launching them one by one from Python costs more than
-running them.
+a flow prior's step is many small kernels, and launching them one by one from Python can cost more than running
+them.
 """
 
 from __future__ import annotations
