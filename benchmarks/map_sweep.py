@@ -1,15 +1,18 @@
-"""Choose the image-space MAP settings on a validation set: a sweep of the prior weight λ and the start image.
+"""Choose the image-space MAP settings on a validation set: a sweep of the prior weight λ, the start image and the
+model error.
 
 Usage: ``python benchmarks/map_sweep.py [--params params.yaml] [--priors outputs/priors] [--n 8] [--seed 777]
-[--lams 0.3 1 3 10] [--inits backprojection prior] [--steps N] [--json out.json]``.
+[--lams 0.3 1 3 10] [--inits backprojection prior tv] [--model-errors 0 0.03] [--steps N] [--json out.json]``.
 
 The validation scans are ``--n`` phantoms of the priors' training family (``priors.data``) drawn with ``--seed``
 (not a test-set seed), simulated like the pipeline's test sets (``phantoms.refine``× finer grid, every SNR of
-``simulate.snr_db``). Each (prior, start, λ) runs the pipeline's ``map`` method with the params file's
-``reconstruct.map`` settings (``--steps`` overrides its steps) and that λ and start, on the trained priors ``--priors``/{marginal,conditional}/prior.pt.
-Prints a Markdown table of mean PSNR and SSIM (data range 1, against the block-averaged phantom), mean χ² and the
-fraction of scans the discrepancy principle stopped, per prior and SNR. Run it after ``dvc repro dvc.yaml
-train_prior``, then copy the best setting into ``reconstruct.map`` (one setting serves both priors).
+``simulate.snr_db``). Each (prior, start, model error, λ) runs the pipeline's ``map`` method with the params file's
+``reconstruct.map`` settings (``--steps`` overrides its steps) and that λ, start and ``model_error``, on the trained
+priors ``--priors``/{marginal,conditional}/prior.pt; the ``tv`` method with the params file's settings is the
+reference. Prints a Markdown table of mean PSNR and SSIM (data range 1, against the block-averaged phantom), mean
+χ² (against the noise alone) and the fraction of scans the discrepancy principle stopped, per prior and SNR. Run it
+after ``dvc repro dvc.yaml train_prior``, then copy the best setting into ``reconstruct.map`` (one setting serves
+both priors; ``model_error`` also serves ``map_latent`` and ``posterior``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pa_recon.data.phantoms import downsample
 from pa_recon.metrics import psnr, ssim
 from pa_recon.physics import MeasurementSimulator, PATOperator
 from pa_recon.priors import load_prior
-from pa_recon.recon import Problem, operator_norm, reconstruct
+from pa_recon.recon import MethodOutput, Problem, operator_norm, reconstruct
 
 
 def main() -> None:
@@ -38,7 +41,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=777, help="phantom seed; keep it apart from the test sets'")
     parser.add_argument("--lams", type=float, nargs="+", default=[0.3, 1.0, 3.0, 10.0])
     parser.add_argument("--inits", nargs="+", default=["backprojection", "prior"],
-                        help="MAP starts: backprojection, prior or auto")
+                        help="MAP starts: backprojection, prior, tv or auto")
+    parser.add_argument("--model-errors", type=float, nargs="+", default=[0.0],
+                        help="model errors relative to the data RMS (reconstruct.map.model_error)")
     parser.add_argument("--steps", type=int, help="Adam steps (default: reconstruct.map.steps of --params)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
@@ -57,27 +62,37 @@ def main() -> None:
     if args.steps is not None:
         base = {**base, "steps": args.steps}
     rows = []
+
+    def add_row(out: MethodOutput, **labels: object) -> None:
+        image = out.maps["image"][:, 0].numpy()
+        stops = out.per_scan.get("stop_reason")
+        rows.append({**labels, "psnr": float(np.mean(psnr(image, truth, data_range=1.0))),
+                     "ssim": float(np.mean(ssim(image, truth, data_range=1.0))),
+                     "chi2": float(out.per_scan["chi2"].mean()),
+                     "discrepancy_stops": None if stops is None else float((stops == 1).float().mean())})
+        print(" ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in labels.values()),
+              f"dB: {rows[-1]['psnr']:.2f} dB / {rows[-1]['ssim']:.3f}", flush=True)
+
+    tv_settings = load_params(args.params, "reconstruct").get("tv", {})
+    for snr, (y, sigma) in zip(snrs, simulated):
+        add_row(reconstruct("tv", Problem(op, y, sigma, norm), tv_settings), prior="-", init="tv (reference)",
+                model_error=None, lam=None, snr_db=snr)
     priors = {kind: load_prior(f"{args.priors}/{kind}/prior.pt") for kind in ("marginal", "conditional")}
-    for kind, init, lam in itertools.product(priors, args.inits, args.lams):
-        prior = priors[kind]
+    for kind, init, eta, lam in itertools.product(priors, args.inits, args.model_errors, args.lams):
         for snr, (y, sigma) in zip(snrs, simulated):
-            out = reconstruct("map", Problem(op, y, sigma, norm, prior), {**base, "lam": lam, "init": init})
-            image = out.maps["image"][:, 0].numpy()
-            rows.append({"prior": kind, "init": init, "lam": lam, "snr_db": snr,
-                         "psnr": float(np.mean(psnr(image, truth, data_range=1.0))),
-                         "ssim": float(np.mean(ssim(image, truth, data_range=1.0))),
-                         "chi2": float(out.per_scan["chi2"].mean()),
-                         "discrepancy_stops": float((out.per_scan["stop_reason"] == 1).float().mean())})
-            print(f"{kind} {init} λ={lam:g} {snr:g} dB: {rows[-1]['psnr']:.2f} dB / {rows[-1]['ssim']:.3f}",
-                  flush=True)
+            settings = {**base, "lam": lam, "init": init, "model_error": eta}
+            add_row(reconstruct("map", Problem(op, y, sigma, norm, priors[kind]), settings), prior=kind, init=init,
+                    model_error=eta, lam=lam, snr_db=snr)
     print(f"{args.n} validation phantoms (seed {args.seed}) at {', '.join(f'{s:g}' for s in snrs)} dB; "
           f"{base.get('steps', 'default')} steps, reconstruct.map settings of {args.params} otherwise; torch "
           f"{torch.get_num_threads()} threads")
-    print("| prior | start | λ | SNR dB | PSNR dB | SSIM | mean χ² | stopped by discrepancy |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| prior | start | model error | λ | SNR dB | PSNR dB | SSIM | mean χ² | stopped by discrepancy |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['prior']} | {r['init']} | {r['lam']:g} | {r['snr_db']:g} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
-              f"{r['chi2']:.3g} | {r['discrepancy_stops']:.0%} |")
+        eta, lam, stops = ("–" if r[k] is None else f"{r[k]:{f}}" for k, f in
+                           (("model_error", "g"), ("lam", "g"), ("discrepancy_stops", ".0%")))
+        print(f"| {r['prior']} | {r['init']} | {eta} | {lam} | {r['snr_db']:g} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
+              f"{r['chi2']:.3g} | {stops} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"params": args.params, "n": args.n, "seed": args.seed, "rows": rows}, f, indent=2)

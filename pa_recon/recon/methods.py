@@ -23,9 +23,9 @@ from pa_recon.recon.base import LinearOperator, check_number
 from pa_recon.recon.cgls import cgls
 from pa_recon.recon.hallucination import FlagRule, hallucination_map
 from pa_recon.recon.latent import map_latent
-from pa_recon.recon.map import MAPResult, chi_square, map_image
+from pa_recon.recon.map import MAPResult, chi_square, map_image, total_sigma
 from pa_recon.recon.posterior import posterior_sampling, scan_values
-from pa_recon.recon.tv import tv_reconstruction
+from pa_recon.recon.tv import TV_ITERS, TV_LAM_FRACTION, tv_reconstruction
 
 
 @dataclass
@@ -85,12 +85,18 @@ def _map_output(result: MAPResult) -> MethodOutput:
                         {"stop_reason": STOP_REASONS})
 
 
+def _likelihood_sigma(p: Problem, s: Mapping[str, Any]) -> torch.Tensor:
+    """The per-scan misfit std ``(B,)`` the prior methods weight the data by: noise and ``model_error``."""
+    return total_sigma(p.y, p.sigma, s["model_error"])
+
+
 def _map(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
-    return _map_output(map_image(p.op, p.y, p.sigma, p.prior, lam=s["lam"], x0=s["init"], settings=_adam(s)))
+    return _map_output(map_image(p.op, p.y, _likelihood_sigma(p, s), p.prior, lam=s["lam"], x0=s["init"],
+                                 settings=_adam(s), op_norm=p.op_norm))
 
 
 def _map_latent(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
-    return _map_output(map_latent(p.op, p.y, p.sigma, p.prior, settings=_adam(s)))
+    return _map_output(map_latent(p.op, p.y, _likelihood_sigma(p, s), p.prior, settings=_adam(s)))
 
 
 def _posterior(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
@@ -98,9 +104,10 @@ def _posterior(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
     rule = FlagRule(std_scale=s["std_scale"], null_scale=s["null_scale"], weights=tuple(s["weights"]),
                     threshold=s["threshold"], min_size=s["min_size"])
     scan_tol = check_number(s["scan_chi2_tol"], "scan_chi2_tol")
+    sigma = _likelihood_sigma(p, s)
     refine = (AdamSettings(steps=s["refine_steps"], lr=s["refine_lr"], tau=None, cuda_graph=s["cuda_graph"])
               if s["refine_steps"] else None)
-    post = posterior_sampling(p.op, p.y, p.sigma, p.prior, n_samples=s["n_samples"], temperature=s["temperature"],
+    post = posterior_sampling(p.op, p.y, sigma, p.prior, n_samples=s["n_samples"], temperature=s["temperature"],
                               chunk=s["chunk"], chi2_tol=s["chi2_tol"], presence_threshold=s["presence_threshold"],
                               refine=refine, generator=p.generator)
     flags = hallucination_map(p.op, post.mean, post, rule, op_norm=p.op_norm)
@@ -110,12 +117,17 @@ def _posterior(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
 
 
 _ADAM = {"steps": 500, "lr": 1e-2, "lr_decay": 0.1, "tau": 1.0, "check_every": 10, "cuda_graph": True}
+_LIKELIHOOD = {"model_error": 0.0}
 
 #: name → (method, default settings, whether it needs a prior). The prior methods work with a marginal or a
 #: conditional prior alike (the prior decides); ``posterior`` needs a conditional one.
 #:
 #: ``cuda_graph`` (MAP, latent MAP, the posterior's refinement): replay each Adam step as a captured CUDA graph on a
 #: GPU (see :class:`~pa_recon.recon.adam.AdamSettings`).
+#:
+#: ``model_error`` (MAP, latent MAP, posterior): the operator's error relative to the data's RMS, added to the noise
+#: in the data term (:func:`~pa_recon.recon.map.total_sigma`); the discrepancy stop and the posterior's χ² acceptance
+#: and scan flag use that total too. The per-scan ``chi2`` of every method stays against the noise σ alone.
 #:
 #: ``posterior`` with ``refine_steps`` > 0 refines every draw by that many Adam steps (rate ``refine_lr`` in latent
 #: units) of randomise-then-optimise; see :mod:`pa_recon.recon.posterior`.
@@ -126,13 +138,14 @@ _ADAM = {"steps": 500, "lr": 1e-2, "lr_decay": 0.1, "tau": 1.0, "check_every": 1
 REGISTRY: dict[str, tuple[Method, dict[str, Any], bool]] = {
     "bp": (_bp, {"filter": "none", "nonneg": True}, False),
     "cgls": (_cgls, {"lam_fraction": 1e-3, "n_iter": 50, "tol": 1e-6}, False),
-    "tv": (_tv, {"lam_fraction": 1e-3, "n_iter": 200, "nonneg": True}, False),
-    "map": (_map, {"lam": 1.0, "init": "auto", **_ADAM}, True),
-    "map_latent": (_map_latent, {**_ADAM, "lr": 5e-2}, True),
+    "tv": (_tv, {"lam_fraction": TV_LAM_FRACTION, "n_iter": TV_ITERS, "nonneg": True}, False),
+    "map": (_map, {"lam": 1.0, "init": "auto", **_ADAM, **_LIKELIHOOD}, True),
+    "map_latent": (_map_latent, {**_ADAM, "lr": 5e-2, **_LIKELIHOOD}, True),
     "posterior": (_posterior, {"n_samples": 32, "temperature": 1.0, "chunk": 8, "chi2_tol": 0.5,
                                "presence_threshold": 0.2, "std_scale": 0.2, "null_scale": 0.2,
                                "weights": [1.0, 1.0, 1.0], "threshold": 0.5, "min_size": 4,
-                               "scan_chi2_tol": 0.5, "refine_steps": 0, "refine_lr": 5e-2, "cuda_graph": True}, True),
+                               "scan_chi2_tol": 0.5, "refine_steps": 0, "refine_lr": 5e-2, "cuda_graph": True,
+                               **_LIKELIHOOD}, True),
 }
 METHODS = tuple(REGISTRY)
 

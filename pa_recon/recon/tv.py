@@ -22,6 +22,9 @@ from pa_recon.recon.base import (
 _GRADIENT_NORM_SQ = 8.0
 #: τσ‖K‖² stays this far below the convergence limit 1, because the power iteration underestimates ‖A‖.
 _STEP_MARGIN = 0.95
+#: Defaults of the ``tv`` method (and of the MAP start ``"tv"``): weight as a fraction of ``‖A‖²``, iterations.
+TV_LAM_FRACTION = 1e-3
+TV_ITERS = 200
 
 
 def gradient(x: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,17 @@ from pa_recon.errors import PAReconError
 from pa_recon.metrics import relative_error
 from pa_recon.physics.geometry import Grid, LinearArray
 from pa_recon.physics.operator import PATOperator
-from pa_recon.recon import AdamSettings, ImagePrior, back_projection, cgls, chi_square, map_image
+from pa_recon.recon import (
+    AdamSettings,
+    ImagePrior,
+    back_projection,
+    cgls,
+    chi_square,
+    map_image,
+    operator_norm,
+    tv_reconstruction,
+)
+from pa_recon.recon.map import total_sigma
 from pa_recon.recon.prior_protocol import check_prior
 
 CONVERGE = AdamSettings(steps=1000, lr=3e-2, lr_decay=0.01, tau=None)
@@ -44,7 +54,8 @@ def test_conditional_prior_is_conditioned_on_the_data(dense_op):
 
 def test_history_starts_at_the_back_projection_and_the_objective_decreases(dense_op):
     case = gaussian_case(dense_op, [0.05, 0.1, 0.2])
-    result = map_image(case.op, case.y, case.sigma, case.prior, settings=AdamSettings(steps=300, lr=3e-2, tau=None))
+    result = map_image(case.op, case.y, case.sigma, case.prior, x0="backprojection",
+                       settings=AdamSettings(steps=300, lr=3e-2, tau=None))
     start = back_projection(case.op, case.y, nonneg=True)
     torch.testing.assert_close(result.history[0], objective(case, start), rtol=1e-12, atol=0)
     torch.testing.assert_close(result.history[-1], objective(case, result.image), rtol=1e-12, atol=0)
@@ -62,7 +73,7 @@ def test_start_at_the_prior_centre(dense_op):
     assert result.history.shape == (1, 1) and result.stopped == ("max_steps",)
 
 
-def test_auto_start_is_the_conditional_centre_or_the_back_projection(dense_op):
+def test_auto_start_is_the_conditional_centre_or_the_tv_image(dense_op):
     none = AdamSettings(steps=0)
     conditional = gaussian_case(dense_op, [0.1, 0.1], conditional=True)
     auto = map_image(conditional.op, conditional.y, conditional.sigma, conditional.prior, settings=none)
@@ -70,28 +81,50 @@ def test_auto_start_is_the_conditional_centre_or_the_back_projection(dense_op):
     torch.testing.assert_close(auto.image, centre.image, rtol=0, atol=0)
     marginal = gaussian_case(dense_op, [0.1, 0.2])
     auto = map_image(marginal.op, marginal.y, marginal.sigma, marginal.prior, settings=none)
-    bp = map_image(marginal.op, marginal.y, marginal.sigma, marginal.prior, x0="backprojection", settings=none)
-    torch.testing.assert_close(auto.image, bp.image, rtol=0, atol=0)
-    assert not torch.allclose(centre.image, bp.image)
+    tv = map_image(marginal.op, marginal.y, marginal.sigma, marginal.prior, x0="tv", settings=none)
+    torch.testing.assert_close(auto.image, tv.image, rtol=0, atol=0)
+    assert not torch.allclose(centre.image, tv.image)
+
+
+def test_tv_start_is_the_tv_method_with_its_defaults(dense_op):
+    case = gaussian_case(dense_op, [0.1, 0.2])
+    norm = operator_norm(case.op, dtype=torch.float64)
+    expected = tv_reconstruction(case.op, case.y, lam=1e-3 * norm**2, n_iter=200, nonneg=True, op_norm=norm).image
+    none = AdamSettings(steps=0)
+    for op_norm in (norm, None):  # ‖A‖ given, or estimated by the same power iteration
+        result = map_image(case.op, case.y, case.sigma, case.prior, x0="tv", settings=none, op_norm=op_norm)
+        torch.testing.assert_close(result.image, expected, rtol=0, atol=1e-12)
+    assert not torch.allclose(expected, back_projection(case.op, case.y, nonneg=True))
+
+
+def test_total_sigma_adds_the_model_error_in_quadrature():
+    y = torch.tensor([[3.0, -4.0], [0.0, 0.0]], dtype=torch.float64)  # RMS √12.5 and 0
+    sigma = torch.tensor([0.5, 0.25], dtype=torch.float64)
+    expected = torch.tensor([(0.25 + 0.01 * 12.5) ** 0.5, 0.25], dtype=torch.float64)
+    torch.testing.assert_close(total_sigma(y, sigma, 0.1), expected, rtol=1e-15, atol=0)
+    assert torch.equal(total_sigma(y, sigma, 0.0), sigma)
+    with pytest.raises(PAReconError, match="model_error"):
+        total_sigma(y, sigma, -0.1)
 
 
 def test_discrepancy_principle_stops_each_scan_on_its_own(dense_op):
     # True noise 0.1. Stated σ = 1: the start already fits. σ = 0.1: reached on the way. σ = 0.01: never.
     case = gaussian_case(dense_op, [1.0, 0.1, 0.01], noise=0.1)
     settings = AdamSettings(steps=300, lr=3e-2, tau=1.0, check_every=7)
-    result = map_image(case.op, case.y, case.sigma, case.prior, settings=settings)
+    result = map_image(case.op, case.y, case.sigma, case.prior, x0="backprojection", settings=settings)
     assert result.stopped == ("discrepancy", "discrepancy", "max_steps")
     assert result.steps[0] == 0 and 0 < result.steps[1] < 300 and result.steps[2] == 300
     torch.testing.assert_close(result.image[0], back_projection(case.op, case.y, nonneg=True)[0], rtol=0, atol=0)
     chi2 = chi_square(case.op, result.image, case.y, case.sigma)
     assert chi2[0] <= 1 and chi2[1] <= 1 and chi2[2] > 1
     # The step before the stop did not fit yet: the first fitting iterate is returned.
-    alone = map_image(case.op, case.y[1:2], case.sigma[1:2], case.prior,
+    alone = map_image(case.op, case.y[1:2], case.sigma[1:2], case.prior, x0="backprojection",
                       settings=AdamSettings(steps=int(result.steps[1]) - 1, lr=3e-2, tau=None))
     assert chi_square(case.op, alone.image, case.y[1:2], case.sigma[1:2]) > 1
     # A stopped scan is frozen while the others go on: each result equals its solo run.
     for b in range(3):
-        solo = map_image(case.op, case.y[b:b + 1], case.sigma[b:b + 1], case.prior, settings=settings)
+        solo = map_image(case.op, case.y[b:b + 1], case.sigma[b:b + 1], case.prior, x0="backprojection",
+                         settings=settings)
         torch.testing.assert_close(solo.image, result.image[b:b + 1], rtol=0, atol=1e-12)
         assert solo.stopped[0] == result.stopped[b]
 

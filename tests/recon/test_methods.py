@@ -74,6 +74,22 @@ def test_map_reports_stop_reason_steps_and_chi2_per_scan(dense_op, method, tau, 
     assert torch.all(chi2 <= tau) if reason == "discrepancy" else torch.all(chi2 > tau)
 
 
+@pytest.mark.parametrize("method", ["map", "map_latent"])
+def test_model_error_widens_the_likelihood_but_not_the_reported_chi2(dense_op, method):
+    case = gaussian_case(dense_op, [0.05, 0.1, 0.2])
+    problem = Problem(case.op, case.y, case.sigma, 1.0, prior=case.prior)
+    settings = {"steps": 30, "tau": None}
+    widened = (case.sigma**2 + 0.2**2 * case.y.pow(2).flatten(1).mean(1)).sqrt()
+    out = reconstruct(method, problem, {**settings, "model_error": 0.2})
+    same = reconstruct(method, Problem(case.op, case.y, widened, 1.0, prior=case.prior), settings)
+    torch.testing.assert_close(out.maps["image"], same.maps["image"], rtol=0, atol=1e-12)
+    assert not torch.allclose(out.maps["image"], reconstruct(method, problem, settings).maps["image"])
+    torch.testing.assert_close(out.per_scan["chi2"], brute_chi2(case.op, out.maps["image"], case.y, case.sigma),
+                               rtol=1e-12, atol=0)
+    with pytest.raises(PAReconError, match="model_error"):
+        reconstruct(method, problem, {**settings, "model_error": -1.0})
+
+
 @pytest.fixture
 def tall_op() -> DenseOperator:
     """400 × 20 Gaussian matrix: M = 400 data values per scan, so a consistent mean's χ² is 1 − 20/400 ± 0.07."""
@@ -106,6 +122,17 @@ def test_posterior_scan_flag_is_on_for_data_of_another_scale_or_noise_level(tall
     assert torch.all((values["chi2"] - 1).abs() > 0.5)
     # The band is a setting: wide enough, nothing is flagged.
     assert not posterior(case, scale * case.y, chi2_tol=None, scan_chi2_tol=100.0)["scan_flag"].any()
+
+
+def test_posterior_judges_its_samples_against_noise_and_model_error(tall_op):
+    """Data with 3× the stated noise: the samples miss by χ² ≈ 9 against σ = 0.1, but fit σ plus a model error of
+    the missing √8 σ, here ≈ 0.28 / rms(y)."""
+    case = gaussian_case(tall_op, [0.1] * 4, noise=0.3, conditional=True)
+    eta = float((0.08**0.5 / case.y.pow(2).flatten(1).mean(1).sqrt()).mean())
+    assert posterior(case)["scan_flag"].all()
+    values = posterior(case, model_error=eta)
+    assert not values["scan_flag"].any() and torch.all(values["acceptance"] > 0.5)
+    assert torch.all(values["chi2"] > 5)  # the reported χ² stays against the noise alone
 
 
 def test_posterior_scan_flag_is_on_when_no_sample_is_accepted(tall_op):
