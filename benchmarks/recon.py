@@ -6,7 +6,8 @@ from ``--params``; the priors' architectures from ``--prior-params`` (default: t
 (speed does not depend on the weights). Prints, per device (CPU, and CUDA when present) and way of running the
 Adam steps (``--modes``: op by op, or replayed as a captured CUDA graph): seconds for MAP
 (``reconstruct.map.steps`` steps, marginal and conditional prior, one scan; the first call, which pays the
-warm-up and the capture, apart), seconds per scan when ``--batch`` scans are reconstructed
+warm-up and the capture, apart), seconds for the TV start image of one scan (``init: auto`` starts a marginal MAP
+from it; not in the MAP column), seconds per scan when ``--batch`` scans are reconstructed
 together (conditional prior), for 100 posterior samples of one scan (conditional prior), and for the same 100
 samples refined by ``reconstruct.posterior.refine_steps`` steps of randomise-then-optimise (when set). On CUDA a
 float64 check first confirms that CUDA-graph steps give the same iterates as op-by-op ones. Goals: MAP ≤ 2 s on a
@@ -29,7 +30,9 @@ from pa_recon.bench.runs import median_seconds
 from pa_recon.cli.common import geometry_from_params, load_params
 from pa_recon.physics import Grid, LinearArray, PATOperator
 from pa_recon.priors import FlowPrior, flow_config_for
-from pa_recon.recon import AdamSettings, map_image, map_latent, method_settings, posterior_sampling
+from pa_recon.recon import (AdamSettings, map_image, map_latent, method_settings, operator_norm, posterior_sampling,
+                             tv_reconstruction)
+from pa_recon.recon.tv import TV_ITERS, TV_LAM_FRACTION
 
 KINDS = ("marginal", "conditional")
 
@@ -80,7 +83,7 @@ def graph_matches_eager(grid: Grid, array: LinearArray, flows: dict, steps: int 
 MODES = {"eager": {"cuda_graph": False}, "graph": {"cuda_graph": True}}
 PARTS = ("map", "batch", "posterior")
 COLUMNS = {"map_marginal_first_s": "first MAP call, marginal [s]", "map_marginal_s": "MAP marginal [s]",
-           "map_conditional_s": "MAP conditional [s]", "map_conditional_batch_s_per_scan": "MAP conditional, batch "
+           "map_conditional_s": "MAP conditional [s]", "tv_start_s": "TV start [s]", "map_conditional_batch_s_per_scan": "MAP conditional, batch "
            "[s per scan]", "posterior_100_s": "100 posterior samples [s]",
            "posterior_100_refined_s": "100 samples with RTO steps [s]"}
 
@@ -114,6 +117,10 @@ def timings(grid: Grid, array: LinearArray, flows: dict, settings: dict, device:
             row[f"map_{kind}_s"] = later
             if kind == "marginal":
                 row["map_marginal_first_s"] = first
+        norm = operator_norm(op, device=device)
+        row["tv_start_s"] = median_seconds(
+            lambda: tv_reconstruction(op, y[:1], lam=TV_LAM_FRACTION * norm**2, n_iter=TV_ITERS, op_norm=norm),
+            device, 1)
     if "batch" in parts:
         row["map_conditional_batch_s_per_scan"] = median_seconds(
             lambda: map_image(op, y, sigma, priors["conditional"], x0="backprojection", settings=adam), device,
