@@ -6,8 +6,9 @@ from ``--params``; the priors' architectures from ``--prior-params`` (default: t
 (speed does not depend on the weights). Prints, per device (CPU, and CUDA when present) and way of running the
 Adam steps (``--modes``: op by op, or replayed as a captured CUDA graph): seconds for MAP
 (``reconstruct.map.steps`` steps, marginal and conditional prior, one scan; the first call, which pays the
-warm-up and the capture, apart), seconds for the TV start image of one scan (``init: auto`` starts a marginal MAP
-from it; not in the MAP column), seconds per scan when ``--batch`` scans are reconstructed
+warm-up and the capture, apart), seconds for the start images that ``init: auto`` gives (not in the MAP columns):
+the TV image for the marginal prior, and a latent MAP of ``reconstruct.map.latent_steps`` steps for the conditional
+one, each on one scan; seconds per scan when ``--batch`` scans are reconstructed
 together (conditional prior), for 100 posterior samples of one scan (conditional prior), and for the same 100
 samples refined by ``reconstruct.posterior.refine_steps`` steps of randomise-then-optimise (when set). On CUDA a
 float64 check first confirms that CUDA-graph steps give the same iterates as op-by-op ones. Goals: MAP ≤ 2 s on a
@@ -83,8 +84,10 @@ def graph_matches_eager(grid: Grid, array: LinearArray, flows: dict, steps: int 
 MODES = {"eager": {"cuda_graph": False}, "graph": {"cuda_graph": True}}
 PARTS = ("map", "batch", "posterior")
 COLUMNS = {"map_marginal_first_s": "first MAP call, marginal [s]", "map_marginal_s": "MAP marginal [s]",
-           "map_conditional_s": "MAP conditional [s]", "tv_start_s": "TV start [s]", "map_conditional_batch_s_per_scan": "MAP conditional, batch "
-           "[s per scan]", "posterior_100_s": "100 posterior samples [s]",
+           "map_conditional_s": "MAP conditional [s]", "tv_start_s": "TV start, marginal [s]",
+           "latent_start_s": "latent-MAP start, conditional [s]",
+           "map_conditional_batch_s_per_scan": "MAP conditional, batch [s per scan]",
+           "posterior_100_s": "100 posterior samples [s]",
            "posterior_100_refined_s": "100 samples with RTO steps [s]"}
 
 
@@ -121,6 +124,10 @@ def timings(grid: Grid, array: LinearArray, flows: dict, settings: dict, device:
         row["tv_start_s"] = median_seconds(
             lambda: tv_reconstruction(op, y[:1], lam=TV_LAM_FRACTION * norm**2, n_iter=TV_ITERS, op_norm=norm),
             device, 1)
+        row["latent_steps"] = latent_steps = int(method_settings("map", settings.get("map"))["latent_steps"])
+        latent = replace(adam, steps=latent_steps, lr=5e-2)
+        row["latent_start_s"] = median_seconds(
+            lambda: map_latent(op, y[:1], sigma[:1], priors["conditional"], settings=latent), device, 1)
     if "batch" in parts:
         row["map_conditional_batch_s_per_scan"] = median_seconds(
             lambda: map_image(op, y, sigma, priors["conditional"], x0="backprojection", settings=adam), device,

@@ -22,7 +22,8 @@ from pa_recon.recon.hallucination import (
     remove_small_regions,
 )
 from pa_recon.recon.latent import map_latent
-from pa_recon.recon.map import MAPResult, chi_square, map_image
+from pa_recon.recon.map import map_image
+from pa_recon.recon.map_common import MAPResult, chi_square, total_sigma
 from pa_recon.recon.methods import METHODS, MethodOutput, Problem, method_settings, needs_prior, reconstruct
 from pa_recon.recon.posterior import PosteriorResult, posterior_sampling, scan_values
 from pa_recon.recon.prior_protocol import ImagePrior
@@ -60,6 +61,7 @@ __all__ = [
     "reconstruct",
     "remove_small_regions",
     "scan_values",
+    "total_sigma",
     "total_variation",
     "tv_reconstruction",
 ]

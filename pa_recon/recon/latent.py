@@ -12,7 +12,7 @@ import torch
 
 from pa_recon.recon.adam import AdamSettings, minimise
 from pa_recon.recon.base import LinearOperator, batch_dot, require
-from pa_recon.recon.map import MAPResult, check_inputs, zero_latents
+from pa_recon.recon.map_common import MAPResult, check_inputs, zero_latents
 from pa_recon.recon.prior_protocol import ImagePrior, prior_condition
 
 #: Default settings: as :class:`AdamSettings` but 5× the learning rate, since latents are in units of the
@@ -33,7 +33,7 @@ def map_latent(
     ``(B,)``); a conditional prior is conditioned on ``prior.condition(op, y)``.
 
     Starts from ``z0`` (one ``(B, C, H, W)`` tensor per ``prior.latent_shapes()``, copied), default zeros.
-    ``settings`` default to :data:`LATENT_SETTINGS`. Returns :class:`~pa_recon.recon.map.MAPResult` with
+    ``settings`` default to :data:`LATENT_SETTINGS`. Returns :class:`~pa_recon.recon.map_common.MAPResult` with
     ``image = G(z)`` ``(B, *op.image_shape)`` and the final ``latents``.
     """
     y, sigma, prior = check_inputs(op, y, sigma, prior)

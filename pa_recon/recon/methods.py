@@ -22,8 +22,9 @@ from pa_recon.recon.backprojection import back_projection
 from pa_recon.recon.base import LinearOperator, check_number
 from pa_recon.recon.cgls import cgls
 from pa_recon.recon.hallucination import FlagRule, hallucination_map
-from pa_recon.recon.latent import map_latent
-from pa_recon.recon.map import MAPResult, chi_square, map_image, total_sigma
+from pa_recon.recon.latent import LATENT_SETTINGS, map_latent
+from pa_recon.recon.map import map_image
+from pa_recon.recon.map_common import MAPResult, chi_square, total_sigma
 from pa_recon.recon.posterior import posterior_sampling, scan_values
 from pa_recon.recon.tv import TV_ITERS, TV_LAM_FRACTION, tv_reconstruction
 
@@ -91,8 +92,10 @@ def _likelihood_sigma(p: Problem, s: Mapping[str, Any]) -> torch.Tensor:
 
 
 def _map(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
+    latent = replace(LATENT_SETTINGS, steps=s["latent_steps"], check_every=s["check_every"],
+                     cuda_graph=s["cuda_graph"])
     return _map_output(map_image(p.op, p.y, _likelihood_sigma(p, s), p.prior, lam=s["lam"], x0=s["init"],
-                                 settings=_adam(s), op_norm=p.op_norm))
+                                 settings=_adam(s), op_norm=p.op_norm, latent_settings=latent))
 
 
 def _map_latent(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
@@ -126,8 +129,11 @@ _LIKELIHOOD = {"model_error": 0.0}
 #: GPU (see :class:`~pa_recon.recon.adam.AdamSettings`).
 #:
 #: ``model_error`` (MAP, latent MAP, posterior): the operator's error relative to the data's RMS, added to the noise
-#: in the data term (:func:`~pa_recon.recon.map.total_sigma`); the discrepancy stop and the posterior's χ² acceptance
+#: in the data term (:func:`~pa_recon.recon.map_common.total_sigma`); the discrepancy stop and the posterior's χ² acceptance
 #: and scan flag use that total too. The per-scan ``chi2`` of every method stays against the noise σ alone.
+#:
+#: ``map`` with ``init: latent`` (``auto`` for a conditional prior) starts from a latent-space MAP of ``latent_steps``
+#: steps (the ``map_latent`` defaults otherwise); see :func:`~pa_recon.recon.map.map_image`.
 #:
 #: ``posterior`` with ``refine_steps`` > 0 refines every draw by that many Adam steps (rate ``refine_lr`` in latent
 #: units) of randomise-then-optimise; see :mod:`pa_recon.recon.posterior`.
@@ -139,7 +145,7 @@ REGISTRY: dict[str, tuple[Method, dict[str, Any], bool]] = {
     "bp": (_bp, {"filter": "none", "nonneg": True}, False),
     "cgls": (_cgls, {"lam_fraction": 1e-3, "n_iter": 50, "tol": 1e-6}, False),
     "tv": (_tv, {"lam_fraction": TV_LAM_FRACTION, "n_iter": TV_ITERS, "nonneg": True}, False),
-    "map": (_map, {"lam": 1.0, "init": "auto", **_ADAM, **_LIKELIHOOD}, True),
+    "map": (_map, {"lam": 1.0, "init": "auto", "latent_steps": 200, **_ADAM, **_LIKELIHOOD}, True),
     "map_latent": (_map_latent, {**_ADAM, "lr": 5e-2, **_LIKELIHOOD}, True),
     "posterior": (_posterior, {"n_samples": 32, "temperature": 1.0, "chunk": 8, "chi2_tol": 0.5,
                                "presence_threshold": 0.2, "std_scale": 0.2, "null_scale": 0.2,

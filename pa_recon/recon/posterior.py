@@ -31,7 +31,7 @@ import torch
 
 from pa_recon.recon.adam import AdamSettings, check_sigma, minimise
 from pa_recon.recon.base import LinearOperator, batch_dot, check_data, check_number, per_scan, require
-from pa_recon.recon.map import chi_square
+from pa_recon.recon.map_common import chi_square
 from pa_recon.recon.prior_protocol import ImagePrior, check_prior, prior_condition
 
 

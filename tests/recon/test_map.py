@@ -17,10 +17,10 @@ from pa_recon.recon import (
     cgls,
     chi_square,
     map_image,
+    map_latent,
     operator_norm,
     tv_reconstruction,
 )
-from pa_recon.recon.map import total_sigma
 from pa_recon.recon.prior_protocol import check_prior
 
 CONVERGE = AdamSettings(steps=1000, lr=3e-2, lr_decay=0.01, tau=None)
@@ -73,17 +73,34 @@ def test_start_at_the_prior_centre(dense_op):
     assert result.history.shape == (1, 1) and result.stopped == ("max_steps",)
 
 
-def test_auto_start_is_the_conditional_centre_or_the_tv_image(dense_op):
+def test_auto_start_is_the_latent_map_or_the_tv_image(dense_op):
     none = AdamSettings(steps=0)
     conditional = gaussian_case(dense_op, [0.1, 0.1], conditional=True)
     auto = map_image(conditional.op, conditional.y, conditional.sigma, conditional.prior, settings=none)
-    centre = map_image(conditional.op, conditional.y, conditional.sigma, conditional.prior, x0="prior", settings=none)
-    torch.testing.assert_close(auto.image, centre.image, rtol=0, atol=0)
+    latent = map_image(conditional.op, conditional.y, conditional.sigma, conditional.prior, x0="latent",
+                       settings=none)
+    torch.testing.assert_close(auto.image, latent.image, rtol=0, atol=0)
     marginal = gaussian_case(dense_op, [0.1, 0.2])
     auto = map_image(marginal.op, marginal.y, marginal.sigma, marginal.prior, settings=none)
     tv = map_image(marginal.op, marginal.y, marginal.sigma, marginal.prior, x0="tv", settings=none)
     torch.testing.assert_close(auto.image, tv.image, rtol=0, atol=0)
-    assert not torch.allclose(centre.image, tv.image)
+    assert not torch.allclose(latent.image[:1], tv.image[:1])
+
+
+def test_latent_start_is_the_latent_map_with_its_settings(dense_op):
+    case = gaussian_case(dense_op, [0.1, 0.1], conditional=True)
+    latent_settings = AdamSettings(steps=40, lr=5e-2, tau=None)
+    expected = map_latent(case.op, case.y, case.sigma, case.prior, settings=latent_settings).image
+    result = map_image(case.op, case.y, case.sigma, case.prior, x0="latent", settings=AdamSettings(steps=0),
+                       latent_settings=latent_settings)
+    torch.testing.assert_close(result.image, expected, rtol=0, atol=0)
+    centre = map_image(case.op, case.y, case.sigma, case.prior, x0="prior", settings=AdamSettings(steps=0))
+    assert not torch.allclose(result.image, centre.image)
+    # The image-space steps go on from there and lower the objective further.
+    refined = map_image(case.op, case.y, case.sigma, case.prior, x0="latent", latent_settings=latent_settings,
+                        settings=AdamSettings(steps=200, lr=3e-2, tau=None))
+    torch.testing.assert_close(refined.history[0], result.history[0], rtol=1e-12, atol=0)
+    assert torch.all(refined.history[-1] < refined.history[0])
 
 
 def test_tv_start_is_the_tv_method_with_its_defaults(dense_op):
@@ -95,16 +112,6 @@ def test_tv_start_is_the_tv_method_with_its_defaults(dense_op):
         result = map_image(case.op, case.y, case.sigma, case.prior, x0="tv", settings=none, op_norm=op_norm)
         torch.testing.assert_close(result.image, expected, rtol=0, atol=1e-12)
     assert not torch.allclose(expected, back_projection(case.op, case.y, nonneg=True))
-
-
-def test_total_sigma_adds_the_model_error_in_quadrature():
-    y = torch.tensor([[3.0, -4.0], [0.0, 0.0]], dtype=torch.float64)  # RMS √12.5 and 0
-    sigma = torch.tensor([0.5, 0.25], dtype=torch.float64)
-    expected = torch.tensor([(0.25 + 0.01 * 12.5) ** 0.5, 0.25], dtype=torch.float64)
-    torch.testing.assert_close(total_sigma(y, sigma, 0.1), expected, rtol=1e-15, atol=0)
-    assert torch.equal(total_sigma(y, sigma, 0.0), sigma)
-    with pytest.raises(PAReconError, match="model_error"):
-        total_sigma(y, sigma, -0.1)
 
 
 def test_discrepancy_principle_stops_each_scan_on_its_own(dense_op):

@@ -9,9 +9,11 @@ from gaussian_prior import gaussian_case
 from pa_recon.errors import PAReconError
 from pa_recon.recon import (
     STOP_REASONS,
+    AdamSettings,
     Problem,
     back_projection,
     cgls,
+    map_latent,
     method_settings,
     needs_prior,
     operator_norm,
@@ -88,6 +90,16 @@ def test_model_error_widens_the_likelihood_but_not_the_reported_chi2(dense_op, m
                                rtol=1e-12, atol=0)
     with pytest.raises(PAReconError, match="model_error"):
         reconstruct(method, problem, {**settings, "model_error": -1.0})
+
+
+def test_map_of_a_conditional_prior_starts_from_a_latent_map_of_latent_steps(dense_op):
+    case = gaussian_case(dense_op, [0.1, 0.1], conditional=True)
+    problem = Problem(case.op, case.y, case.sigma, 1.0, prior=case.prior)
+    out = reconstruct("map", problem, {"steps": 0, "latent_steps": 7, "model_error": 0.1})
+    sigma = (case.sigma**2 + 0.01 * case.y.pow(2).flatten(1).mean(1)).sqrt()
+    expected = map_latent(case.op, case.y, sigma, case.prior, settings=AdamSettings(steps=7, lr=5e-2)).image
+    torch.testing.assert_close(out.maps["image"], expected, rtol=0, atol=0)
+    assert out.per_scan["steps"].tolist() == [0, 0]
 
 
 @pytest.fixture
