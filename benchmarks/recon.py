@@ -31,9 +31,8 @@ from pa_recon.bench.runs import median_seconds
 from pa_recon.cli.common import geometry_from_params, load_params
 from pa_recon.physics import Grid, LinearArray, PATOperator
 from pa_recon.priors import FlowPrior, flow_config_for
-from pa_recon.recon import (AdamSettings, map_image, map_latent, method_settings, operator_norm, posterior_sampling,
-                             tv_reconstruction)
-from pa_recon.recon.tv import TV_ITERS, TV_LAM_FRACTION
+from pa_recon.recon import AdamSettings, map_image, map_latent, method_settings, operator_norm, posterior_sampling
+from pa_recon.recon.latent import LATENT_SETTINGS
 
 KINDS = ("marginal", "conditional")
 
@@ -70,7 +69,8 @@ def graph_matches_eager(grid: Grid, array: LinearArray, flows: dict, steps: int 
         adam = AdamSettings(steps=steps, tau=None, cuda_graph=graph)
         torch.manual_seed(0)
         images = [map_image(op, y, sigma, p, x0="backprojection", settings=adam).image for p in priors.values()]
-        images += [map_latent(op, y, sigma, p, settings=replace(adam, lr=5e-2)).image for p in priors.values()]
+        images += [map_latent(op, y, sigma, p, settings=replace(adam, lr=LATENT_SETTINGS.lr)).image
+                   for p in priors.values()]
         images.append(posterior_sampling(op, y, sigma, priors["conditional"], n_samples=4, chi2_tol=None,
                                          refine=adam, generator=torch.Generator("cuda").manual_seed(1)).mean)
         if graph:
@@ -106,7 +106,8 @@ def timings(grid: Grid, array: LinearArray, flows: dict, settings: dict, device:
     op = PATOperator(grid, array, device=device)
     y, sigma = test_problem(op, batch)
     priors = frozen_priors(flows, grid, array, device)
-    steps = int(settings.get("map", {}).get("steps", 500))
+    map_settings = method_settings("map", settings.get("map"))
+    steps, latent_steps = int(map_settings["steps"]), int(map_settings["latent_steps"])
     posterior = method_settings("posterior", settings.get("posterior"))
     # tau=0 never meets the discrepancy principle, so every run takes all the steps; the back-projection start
     # because an untrained prior's central image can make the first step non-finite (which would end the run).
@@ -120,14 +121,15 @@ def timings(grid: Grid, array: LinearArray, flows: dict, settings: dict, device:
             row[f"map_{kind}_s"] = later
             if kind == "marginal":
                 row["map_marginal_first_s"] = first
+        # The starts as map_image makes them: zero image-space steps leave one evaluation of the objective.
         norm = operator_norm(op, device=device)
-        row["tv_start_s"] = median_seconds(
-            lambda: tv_reconstruction(op, y[:1], lam=TV_LAM_FRACTION * norm**2, n_iter=TV_ITERS, op_norm=norm),
-            device, 1)
-        row["latent_steps"] = latent_steps = int(method_settings("map", settings.get("map"))["latent_steps"])
-        latent = replace(adam, steps=latent_steps, lr=5e-2)
-        row["latent_start_s"] = median_seconds(
-            lambda: map_latent(op, y[:1], sigma[:1], priors["conditional"], settings=latent), device, 1)
+        latent = replace(adam, steps=latent_steps, lr=LATENT_SETTINGS.lr)
+        for column, kind, start in (("tv_start_s", "marginal", "tv"), ("latent_start_s", "conditional", "latent")):
+            row[column] = median_seconds(
+                lambda p=priors[kind], x0=start: map_image(op, y[:1], sigma[:1], p, x0=x0, op_norm=norm,
+                                                           settings=replace(adam, steps=0), latent_settings=latent),
+                device, 1)
+        row["latent_steps"] = latent_steps
     if "batch" in parts:
         row["map_conditional_batch_s_per_scan"] = median_seconds(
             lambda: map_image(op, y, sigma, priors["conditional"], x0="backprojection", settings=adam), device,
