@@ -24,12 +24,12 @@ import json
 import numpy as np
 import torch
 
-from pa_recon.cli.common import family_phantoms, geometry_from_params, load_params
-from pa_recon.data.phantoms import downsample
+from validation import family_of, validation_scans
+
+from pa_recon.cli.common import load_params
 from pa_recon.metrics import psnr, ssim
-from pa_recon.physics import MeasurementSimulator, PATOperator
 from pa_recon.priors import load_prior
-from pa_recon.recon import MethodOutput, Problem, operator_norm, reconstruct
+from pa_recon.recon import MethodOutput, Problem, reconstruct
 
 
 def main() -> None:
@@ -48,16 +48,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    grid, array = geometry_from_params(args.params)
-    fine, phantoms = family_phantoms(args.params, load_params(args.params, "priors")["data"], args.n, args.seed)
-    refine = fine.nx // grid.nx
-    snrs = [float(s) for s in load_params(args.params, "simulate")["snr_db"]]
-    simulator = MeasurementSimulator(grid, array, refine=refine)
-    generator = torch.Generator().manual_seed(args.seed)
-    simulated = [simulator.simulate(torch.as_tensor(phantoms[:, None]), snr, generator) for snr in snrs]
-    truth = downsample(phantoms, refine)
-    op = PATOperator(grid, array)
-    norm = operator_norm(op)
+    scans = validation_scans(args.params, family_of(args.params, None), args.n, args.seed)
+    op, norm, truth = scans.op, scans.op_norm, scans.truth
     base = load_params(args.params, "reconstruct").get("map", {})
     if args.steps is not None:
         base = {**base, "steps": args.steps}
@@ -74,16 +66,16 @@ def main() -> None:
               f"dB: {rows[-1]['psnr']:.2f} dB / {rows[-1]['ssim']:.3f}", flush=True)
 
     tv_settings = load_params(args.params, "reconstruct").get("tv", {})
-    for snr, (y, sigma) in zip(snrs, simulated):
+    for snr, (y, sigma) in scans.data.items():
         add_row(reconstruct("tv", Problem(op, y, sigma, norm), tv_settings), prior="-", init="tv (reference)",
                 model_error=None, lam=None, snr_db=snr)
     priors = {kind: load_prior(f"{args.priors}/{kind}/prior.pt") for kind in ("marginal", "conditional")}
     for kind, init, eta, lam in itertools.product(priors, args.inits, args.model_errors, args.lams):
-        for snr, (y, sigma) in zip(snrs, simulated):
+        for snr, (y, sigma) in scans.data.items():
             settings = {**base, "lam": lam, "init": init, "model_error": eta}
             add_row(reconstruct("map", Problem(op, y, sigma, norm, priors[kind]), settings), prior=kind, init=init,
                     model_error=eta, lam=lam, snr_db=snr)
-    print(f"{args.n} validation phantoms (seed {args.seed}) at {', '.join(f'{s:g}' for s in snrs)} dB; "
+    print(f"{args.n} validation phantoms (seed {args.seed}) at {', '.join(f'{s:g}' for s in scans.data)} dB; "
           f"{base.get('steps', 'default')} steps, reconstruct.map settings of {args.params} otherwise; torch "
           f"{torch.get_num_threads()} threads")
     print("| prior | start | model error | λ | SNR dB | PSNR dB | SSIM | mean χ² | stopped by discrepancy |")

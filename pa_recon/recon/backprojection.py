@@ -42,6 +42,13 @@ def least_squares_scale(op: LinearOperator, x: torch.Tensor, y: torch.Tensor) ->
     return safe_divide(batch_dot(ax, y), batch_dot(ax, ax))
 
 
+def check_filter(name: object) -> str:
+    """``name`` if it names a time filter (see the module notes), else a :class:`~pa_recon.errors.PAReconError`."""
+    require(isinstance(name, str) and name in _FILTERS, f"unknown filter {name!r}; choose one of {sorted(_FILTERS)}",
+            "filter")
+    return name
+
+
 def back_projection(
     op: LinearOperator, y: torch.Tensor, *, filter: TimeFilter = "none", nonneg: bool = False
 ) -> torch.Tensor:
@@ -53,7 +60,7 @@ def back_projection(
     Costs one adjoint and one forward (two forwards with ``nonneg``).
     """
     y = check_data(op, y)
-    require(filter in _FILTERS, f"unknown filter {filter!r}; choose one of {sorted(_FILTERS)}", "filter")
+    check_filter(filter)
     x = op.adjoint(_FILTERS[filter](y))
     x = x * per_scan(least_squares_scale(op, x, y), x)
     if nonneg:

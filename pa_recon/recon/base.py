@@ -78,7 +78,10 @@ def initial_image(op: LinearOperator, y: torch.Tensor, x0: object | None) -> tor
 
 def check_number(value: float, field: str, *, minimum: float = 0.0) -> float:
     """``value`` as a float, which must be finite and at least ``minimum``."""
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise PAReconError(f"expected a number, got {value!r}", field=field) from None
     require(math.isfinite(value) and value >= minimum, f"must be a finite number >= {minimum}, got {value}", field)
     return value
 

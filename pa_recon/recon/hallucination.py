@@ -15,9 +15,9 @@ and weak cues add up; a weight of 0 drops a cue. The mask is ``score ≥ thresho
 fewer than ``min_size`` pixels (isolated specks; an opening would also erase one-pixel-wide vessels).
 
 Samples whose data misfit is far from the noise level were already rejected by
-:func:`~pa_recon.recon.posterior.posterior_sampling`. Per scan, a reduced misfit of the mean above
-``chi2_mean_max`` or an accepted fraction below ``min_accepted`` flags the whole scan: the data are out of the
-prior's distribution, or the model or ``σ`` is wrong, and the pixel map should not be trusted there.
+:func:`~pa_recon.recon.posterior.posterior_sampling`. Whole scans (data out of the prior's distribution, a wrong
+model or ``σ``: the pixel map should not be trusted there) are flagged by
+:func:`~pa_recon.recon.posterior.scan_values`.
 """
 
 from __future__ import annotations
@@ -50,8 +50,6 @@ class FlagRule:
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     threshold: float = 0.5
     min_size: int = 4
-    chi2_mean_max: float = 1.5
-    min_accepted: float = 0.5
     null_lam_fraction: float = 1e-3
     null_iter: int = 100
 
@@ -62,23 +60,17 @@ class FlagRule:
                 "expected three weights in [0, 1]", "weights")
         require(0 <= check_number(self.threshold, "threshold") <= 1, "must be in [0, 1]", "threshold")
         require(isinstance(self.min_size, int) and self.min_size >= 0, "must be an integer >= 0", "min_size")
-        check_number(self.chi2_mean_max, "chi2_mean_max")
-        require(0 <= check_number(self.min_accepted, "min_accepted") <= 1, "must be in [0, 1]", "min_accepted")
         check_number(self.null_lam_fraction, "null_lam_fraction")
         require(isinstance(self.null_iter, int) and self.null_iter >= 1, "must be an integer >= 1", "null_iter")
 
 
 class HallucinationResult(NamedTuple):
     """``score`` in [0, 1] and ``mask`` (bool), both ``(B, *image_shape)``; ``null_space`` the estimate's unseen
-    part ``x̂_null`` (image units, signed); ``scan_flag`` ``(B,)`` bool, ``chi2_mean`` and ``accepted_fraction``
-    ``(B,)``, the per-scan evidence behind it."""
+    part ``x̂_null`` (image units, signed)."""
 
     score: torch.Tensor
     mask: torch.Tensor
     null_space: torch.Tensor
-    scan_flag: torch.Tensor
-    chi2_mean: torch.Tensor
-    accepted_fraction: torch.Tensor
 
 
 def _check_images(op: LinearOperator, x: object, field: str) -> torch.Tensor:
@@ -139,6 +131,4 @@ def hallucination_map(
         quiet = quiet * (1 - w_presence * (shows_vessel - posterior.presence).abs())
     score = 1 - quiet
     mask = remove_small_regions(score >= rule.threshold, rule.min_size)
-    accepted = posterior.accepted.to(x.dtype).mean(1)
-    scan_flag = (posterior.chi2_mean > rule.chi2_mean_max) | (accepted < rule.min_accepted)
-    return HallucinationResult(score, mask, null, scan_flag, posterior.chi2_mean, accepted)
+    return HallucinationResult(score, mask, null)

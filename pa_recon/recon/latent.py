@@ -37,7 +37,6 @@ def map_latent(
     ``image = G(z)`` ``(B, *op.image_shape)`` and the final ``latents``.
     """
     y, sigma, prior = check_inputs(op, y, sigma, prior)
-    cond = prior_condition(prior, op, y)
     z = zero_latents(prior, y)
     if z0 is not None:
         require(isinstance(z0, (list, tuple)) and len(z0) == len(z)
@@ -45,6 +44,13 @@ def map_latent(
                 f"expected {len(z)} latents of shapes {[tuple(b.shape) for b in z]}", "z0")
         require(all(bool(torch.isfinite(a).all()) for a in z0), "contains NaN or infinite values", "z0")
         z = [a.detach().to(dtype=y.dtype, device=y.device, copy=True) for a in z0]
+    return latent_descent(op, y, sigma, prior, prior_condition(prior, op, y), z, settings)
+
+
+def latent_descent(op: LinearOperator, y: torch.Tensor, sigma: torch.Tensor, prior: ImagePrior,
+                   cond: torch.Tensor | None, z: list[torch.Tensor], settings: AdamSettings) -> MAPResult:
+    """The descent of :func:`map_latent` on checked inputs: ``sigma`` ``(B,)``, the prior's condition ``cond``
+    for ``y`` (``None`` for a marginal prior) and the start latents ``z`` (not modified)."""
     z, history, stopped, steps = minimise(
         op, y, sigma, z, lambda v: prior.generate(v, cond),
         lambda v, image: 0.5 * torch.stack([batch_dot(a, a) for a in v]).sum(0), settings)

@@ -8,19 +8,28 @@ The data term may weight by noise plus model error (:func:`~pa_recon.recon.map_c
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
 from pa_recon.recon.adam import AdamSettings, minimise
 from pa_recon.recon.backprojection import back_projection
 from pa_recon.recon.base import LinearOperator, check_number, initial_image, operator_norm, require
-from pa_recon.recon.latent import LATENT_SETTINGS, map_latent
+from pa_recon.recon.latent import LATENT_SETTINGS, latent_descent
 from pa_recon.recon.map_common import MAPResult, check_inputs, zero_latents
 from pa_recon.recon.prior_protocol import ImagePrior, prior_condition
 from pa_recon.recon.tv import TV_ITERS, TV_LAM_FRACTION, tv_reconstruction
 
 Start = Literal["auto", "backprojection", "prior", "tv", "latent"]
+#: The named starts of :func:`map_image`.
+STARTS: tuple[str, ...] = get_args(Start)
+
+
+def check_start(name: object, field: str = "x0") -> str:
+    """``name`` if it is one of :data:`STARTS`, else a :class:`~pa_recon.errors.PAReconError` about ``field``."""
+    require(isinstance(name, str) and name in STARTS,
+            f"unknown start {name!r}; use one of {', '.join(STARTS)} (or, in Python, an image)", field)
+    return name
 
 
 def map_image(
@@ -53,12 +62,10 @@ def map_image(
     lam = check_number(lam, "lam")
     cond = prior_condition(prior, op, y)
     if isinstance(x0, str):
-        require(x0 in ("auto", "backprojection", "prior", "tv", "latent"),
-                f"unknown start {x0!r}; use auto, backprojection, prior, tv, latent or an image", "x0")
-        if x0 == "auto":
+        if check_start(x0) == "auto":
             x0 = "latent" if prior.conditional else "tv"
         if x0 == "latent":
-            start = map_latent(op, y, sigma, prior, settings=latent_settings).image
+            start = latent_descent(op, y, sigma, prior, cond, zero_latents(prior, y), latent_settings).image
         else:
             with torch.no_grad():
                 if x0 == "backprojection":

@@ -12,20 +12,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from pa_recon.errors import PAReconError
 from pa_recon.recon.adam import STOP_REASONS, AdamSettings
-from pa_recon.recon.backprojection import back_projection
-from pa_recon.recon.base import LinearOperator, check_number
+from pa_recon.recon.backprojection import back_projection, check_filter
+from pa_recon.recon.base import LinearOperator, check_number, require
 from pa_recon.recon.cgls import cgls
 from pa_recon.recon.hallucination import FlagRule, hallucination_map
 from pa_recon.recon.latent import LATENT_SETTINGS, map_latent
-from pa_recon.recon.map import map_image
+from pa_recon.recon.map import check_start, map_image
 from pa_recon.recon.map_common import MAPResult, chi_square, total_sigma
-from pa_recon.recon.posterior import posterior_sampling, scan_values
+from pa_recon.recon.posterior import check_sampling, posterior_sampling, scan_values
 from pa_recon.recon.tv import TV_ITERS, TV_LAM_FRACTION, tv_reconstruction
 
 
@@ -60,6 +60,16 @@ class MethodOutput:
 Method = Callable[[Problem, Mapping[str, Any]], MethodOutput]
 
 
+class MethodEntry(NamedTuple):
+    """A named method: ``run``, its ``defaults``, whether it ``needs_prior``, and ``check``, which raises a
+    :class:`~pa_recon.errors.PAReconError` (field: the setting's key) for a bad value in full settings."""
+
+    run: Method
+    defaults: dict[str, Any]
+    needs_prior: bool
+    check: Callable[[Mapping[str, Any]], None]
+
+
 def _bp(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
     return MethodOutput({"image": back_projection(p.op, p.y, filter=s["filter"], nonneg=s["nonneg"])})
 
@@ -91,32 +101,87 @@ def _likelihood_sigma(p: Problem, s: Mapping[str, Any]) -> torch.Tensor:
     return total_sigma(p.y, p.sigma, s["model_error"])
 
 
+def _latent_start(s: Mapping[str, Any]) -> AdamSettings:
+    return replace(LATENT_SETTINGS, steps=s["latent_steps"], check_every=s["check_every"], cuda_graph=s["cuda_graph"])
+
+
 def _map(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
-    latent = replace(LATENT_SETTINGS, steps=s["latent_steps"], check_every=s["check_every"],
-                     cuda_graph=s["cuda_graph"])
     return _map_output(map_image(p.op, p.y, _likelihood_sigma(p, s), p.prior, lam=s["lam"], x0=s["init"],
-                                 settings=_adam(s), op_norm=p.op_norm, latent_settings=latent))
+                                 settings=_adam(s), op_norm=p.op_norm, latent_settings=_latent_start(s)))
 
 
 def _map_latent(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
     return _map_output(map_latent(p.op, p.y, _likelihood_sigma(p, s), p.prior, settings=_adam(s)))
 
 
-def _posterior(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
-    # The flag settings are checked before the sampling, the expensive part.
-    rule = FlagRule(std_scale=s["std_scale"], null_scale=s["null_scale"], weights=tuple(s["weights"]),
+def _flag_rule(s: Mapping[str, Any]) -> FlagRule:
+    return FlagRule(std_scale=s["std_scale"], null_scale=s["null_scale"], weights=tuple(s["weights"]),
                     threshold=s["threshold"], min_size=s["min_size"])
-    scan_tol = check_number(s["scan_chi2_tol"], "scan_chi2_tol")
-    sigma = _likelihood_sigma(p, s)
-    refine = (AdamSettings(steps=s["refine_steps"], lr=s["refine_lr"], tau=None, cuda_graph=s["cuda_graph"])
-              if s["refine_steps"] else None)
-    post = posterior_sampling(p.op, p.y, sigma, p.prior, n_samples=s["n_samples"], temperature=s["temperature"],
-                              chunk=s["chunk"], chi2_tol=s["chi2_tol"], presence_threshold=s["presence_threshold"],
-                              refine=refine, generator=p.generator)
-    flags = hallucination_map(p.op, post.mean, post, rule, op_norm=p.op_norm)
+
+
+def _refine(s: Mapping[str, Any]) -> AdamSettings | None:
+    return (AdamSettings(steps=s["refine_steps"], lr=s["refine_lr"], tau=None, cuda_graph=s["cuda_graph"])
+            if s["refine_steps"] else None)
+
+
+def _posterior(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
+    post = posterior_sampling(p.op, p.y, _likelihood_sigma(p, s), p.prior, n_samples=s["n_samples"],
+                              temperature=s["temperature"], chunk=s["chunk"], chi2_tol=s["chi2_tol"],
+                              presence_threshold=s["presence_threshold"], refine=_refine(s), generator=p.generator)
+    flags = hallucination_map(p.op, post.mean, post, _flag_rule(s), op_norm=p.op_norm)
     maps = {"image": post.mean, "std": post.std, "presence": post.presence, "flag_score": flags.score,
             "flags": flags.mask.to(post.mean.dtype)}
-    return MethodOutput(maps, scan_values(post, scan_chi2_tol=scan_tol))
+    return MethodOutput(maps, scan_values(post, scan_chi2_tol=s["scan_chi2_tol"]))
+
+
+def _check_bool(s: Mapping[str, Any], key: str) -> None:
+    require(isinstance(s[key], bool), f"must be true or false, got {s[key]!r}", key)
+
+
+def _check_count(s: Mapping[str, Any], key: str, minimum: int) -> None:
+    require(isinstance(s[key], int) and not isinstance(s[key], bool) and s[key] >= minimum,
+            f"must be an integer >= {minimum}, got {s[key]!r}", key)
+
+
+def _check_numbers(s: Mapping[str, Any], *keys: str) -> None:
+    for key in keys:
+        check_number(s[key], key)
+
+
+def _check_bp(s: Mapping[str, Any]) -> None:
+    check_filter(s["filter"])
+    _check_bool(s, "nonneg")
+
+
+def _check_cgls(s: Mapping[str, Any]) -> None:
+    _check_numbers(s, "lam_fraction", "tol")
+    _check_count(s, "n_iter", 1)
+
+
+def _check_tv(s: Mapping[str, Any]) -> None:
+    _check_numbers(s, "lam_fraction")
+    _check_count(s, "n_iter", 1)
+    _check_bool(s, "nonneg")
+
+
+def _check_map(s: Mapping[str, Any]) -> None:
+    _check_numbers(s, "lam", "model_error")
+    check_start(s["init"], "init")
+    _adam(s)
+    _check_count(s, "latent_steps", 0)
+    _latent_start(s)
+
+
+def _check_map_latent(s: Mapping[str, Any]) -> None:
+    _check_numbers(s, "model_error")
+    _adam(s)
+
+
+def _check_posterior(s: Mapping[str, Any]) -> None:
+    _check_numbers(s, "scan_chi2_tol", "model_error")
+    _flag_rule(s)
+    check_sampling(n_samples=s["n_samples"], temperature=s["temperature"], chunk=s["chunk"], chi2_tol=s["chi2_tol"],
+                   presence_threshold=s["presence_threshold"], refine=_refine(s))
 
 
 _ADAM = {"steps": 500, "lr": 1e-2, "lr_decay": 0.1, "tau": 1.0, "check_every": 10, "cuda_graph": True}
@@ -141,17 +206,18 @@ _LIKELIHOOD = {"model_error": 0.0}
 #: Per-scan values besides ``chi2``: ``map`` and ``map_latent`` give ``stop_reason`` (codes of
 #: :data:`~pa_recon.recon.adam.STOP_REASONS`) and ``steps``; ``posterior`` gives ``acceptance``, ``chi2_median``
 #: and ``scan_flag`` by the rule of :func:`~pa_recon.recon.posterior.scan_values` with ``scan_chi2_tol``.
-REGISTRY: dict[str, tuple[Method, dict[str, Any], bool]] = {
-    "bp": (_bp, {"filter": "none", "nonneg": True}, False),
-    "cgls": (_cgls, {"lam_fraction": 1e-3, "n_iter": 50, "tol": 1e-6}, False),
-    "tv": (_tv, {"lam_fraction": TV_LAM_FRACTION, "n_iter": TV_ITERS, "nonneg": True}, False),
-    "map": (_map, {"lam": 1.0, "init": "auto", "latent_steps": 200, **_ADAM, **_LIKELIHOOD}, True),
-    "map_latent": (_map_latent, {**_ADAM, "lr": 5e-2, **_LIKELIHOOD}, True),
-    "posterior": (_posterior, {"n_samples": 32, "temperature": 1.0, "chunk": 8, "chi2_tol": 0.5,
-                               "presence_threshold": 0.2, "std_scale": 0.2, "null_scale": 0.2,
-                               "weights": [1.0, 1.0, 1.0], "threshold": 0.5, "min_size": 4,
-                               "scan_chi2_tol": 0.5, "refine_steps": 0, "refine_lr": 5e-2, "cuda_graph": True,
-                               **_LIKELIHOOD}, True),
+REGISTRY: dict[str, MethodEntry] = {
+    "bp": MethodEntry(_bp, {"filter": "none", "nonneg": True}, False, _check_bp),
+    "cgls": MethodEntry(_cgls, {"lam_fraction": 1e-3, "n_iter": 50, "tol": 1e-6}, False, _check_cgls),
+    "tv": MethodEntry(_tv, {"lam_fraction": TV_LAM_FRACTION, "n_iter": TV_ITERS, "nonneg": True}, False, _check_tv),
+    "map": MethodEntry(_map, {"lam": 1.0, "init": "auto", "latent_steps": 200, **_ADAM, **_LIKELIHOOD}, True,
+                       _check_map),
+    "map_latent": MethodEntry(_map_latent, {**_ADAM, "lr": 5e-2, **_LIKELIHOOD}, True, _check_map_latent),
+    "posterior": MethodEntry(_posterior, {"n_samples": 32, "temperature": 1.0, "chunk": 8, "chi2_tol": 0.5,
+                                          "presence_threshold": 0.2, "std_scale": 0.2, "null_scale": 0.2,
+                                          "weights": [1.0, 1.0, 1.0], "threshold": 0.5, "min_size": 4,
+                                          "scan_chi2_tol": 0.5, "refine_steps": 0, "refine_lr": 5e-2,
+                                          "cuda_graph": True, **_LIKELIHOOD}, True, _check_posterior),
 }
 METHODS = tuple(REGISTRY)
 
@@ -159,29 +225,35 @@ METHODS = tuple(REGISTRY)
 def needs_prior(method: str) -> bool:
     """Whether ``method`` reconstructs with a learned prior."""
     method_settings(method)
-    return REGISTRY[method][2]
+    return REGISTRY[method].needs_prior
 
 
 def method_settings(method: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The full settings of ``method``: its defaults updated by ``overrides`` (unknown keys are errors)."""
+    """The full settings of ``method``: its defaults updated by ``overrides``, every value checked (unknown keys
+    and bad values are errors about ``reconstruct.<method>[.<key>]``, raised before any work starts)."""
     if method not in REGISTRY:
         raise PAReconError(f"unknown method {method!r}; choose one of {sorted(REGISTRY)}", field="method")
-    defaults = REGISTRY[method][1]
+    defaults = REGISTRY[method].defaults
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
         raise PAReconError(f"unknown settings {unknown} for {method}; known: {sorted(defaults)}",
                            field=f"reconstruct.{method}")
-    return {**defaults, **overrides}
+    full = {**defaults, **overrides}
+    try:
+        REGISTRY[method].check(full)
+    except PAReconError as error:
+        raise PAReconError(error.message, field=".".join(filter(None, ("reconstruct", method, error.field)))) from None
+    return full
 
 
 def reconstruct(method: str, problem: Problem, settings: Mapping[str, Any] | None = None) -> MethodOutput:
     """Run the named method; its maps (``"image"`` ``(B, 1, nz, nx)`` and others) and per-scan values, with
     ``"chi2"`` first (see :class:`MethodOutput`)."""
     full = method_settings(method, settings)
-    if REGISTRY[method][2] and problem.prior is None:
+    if REGISTRY[method].needs_prior and problem.prior is None:
         raise PAReconError(f"method {method!r} needs a prior (--prior PRIOR.pt)", field="prior")
-    out = REGISTRY[method][0](problem, full)
+    out = REGISTRY[method].run(problem, full)
     return replace(out, per_scan={"chi2": _chi_square(problem, out.maps["image"]), **out.per_scan})
 
 

@@ -119,15 +119,9 @@ def posterior_sampling(
     y = check_data(op, y)
     sigma = check_sigma(sigma, y)
     prior = check_prior(prior, conditional=True)
-    require(isinstance(n_samples, int) and n_samples >= 1, f"must be an integer >= 1, got {n_samples}", "n_samples")
-    require(isinstance(chunk, int) and chunk >= 1, f"must be an integer >= 1, got {chunk}", "chunk")
-    require(isinstance(keep, int) and 0 <= keep <= n_samples, f"must be an integer in [0, n_samples], got {keep}",
-            "keep")
-    temperature = check_number(temperature, "temperature")
-    require(refine is None or temperature > 0, "must be positive for refined samples", "temperature")
-    tol = None if chi2_tol is None else check_number(chi2_tol, "chi2_tol")
-    threshold = None if presence_threshold is None else check_number(presence_threshold, "presence_threshold",
-                                                                     minimum=-math.inf)
+    temperature, tol, threshold = check_sampling(n_samples=n_samples, temperature=temperature, chunk=chunk,
+                                                 chi2_tol=chi2_tol, presence_threshold=presence_threshold,
+                                                 keep=keep, refine=refine)
     cond = prior_condition(prior, op, y)
     n_scans = y.shape[0]
     image = y.new_zeros((n_scans, *op.image_shape))
@@ -165,6 +159,23 @@ def posterior_sampling(
         presence_threshold=threshold,
         samples=torch.cat(kept, dim=1) if keep else None,
     )
+
+
+def check_sampling(*, n_samples: int, temperature: float, chunk: int, chi2_tol: float | None,
+                   presence_threshold: float | None, keep: int = 0,
+                   refine: AdamSettings | None = None) -> tuple[float, float | None, float | None]:
+    """Check the settings of :func:`posterior_sampling` (same names and meaning); returns ``temperature``,
+    ``chi2_tol`` and ``presence_threshold`` as floats (the last two may be ``None``)."""
+    require(isinstance(n_samples, int) and n_samples >= 1, f"must be an integer >= 1, got {n_samples}", "n_samples")
+    require(isinstance(chunk, int) and chunk >= 1, f"must be an integer >= 1, got {chunk}", "chunk")
+    require(isinstance(keep, int) and 0 <= keep <= n_samples, f"must be an integer in [0, n_samples], got {keep}",
+            "keep")
+    temperature = check_number(temperature, "temperature")
+    require(refine is None or temperature > 0, "must be positive for refined samples", "temperature")
+    tol = None if chi2_tol is None else check_number(chi2_tol, "chi2_tol")
+    threshold = None if presence_threshold is None else check_number(presence_threshold, "presence_threshold",
+                                                                     minimum=-math.inf)
+    return temperature, tol, threshold
 
 
 def _randomise_then_optimise(op: LinearOperator, y: torch.Tensor, sigma: torch.Tensor, prior: ImagePrior,

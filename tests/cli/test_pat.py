@@ -142,6 +142,17 @@ def test_unknown_method_setting_is_rejected(run, tmp_path, capsys):
     assert "lamda" in capsys.readouterr().err
 
 
+def test_bad_method_setting_is_named_by_its_params_key_and_writes_nothing(run, tmp_path, capsys):
+    _, files, _ = run
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump({"reconstruct": {"tv": {"n_iter": "many"}}}))
+    out = tmp_path / "o.h5"
+    assert main(["reconstruct", str(files["meas"]), "--method", "tv", "--params", str(params),
+                 "--out", str(out)]) == 2
+    assert "reconstruct.tv.n_iter: must be an integer >= 1, got 'many'" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_evaluate_needs_ground_truth(run, tmp_path, capsys):
     _, files, _ = run
     meas = read_measurements(files["meas"])

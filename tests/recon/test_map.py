@@ -103,6 +103,16 @@ def test_latent_start_is_the_latent_map_with_its_settings(dense_op):
     assert torch.all(refined.history[-1] < refined.history[0])
 
 
+def test_latent_start_computes_the_condition_once(dense_op, monkeypatch):
+    case = gaussian_case(dense_op, [0.1, 0.1], conditional=True)
+    calls = []
+    condition = case.prior.condition
+    monkeypatch.setattr(case.prior, "condition", lambda op, y: calls.append(1) or condition(op, y))
+    map_image(case.op, case.y, case.sigma, case.prior, x0="latent", settings=AdamSettings(steps=2),
+              latent_settings=AdamSettings(steps=2))
+    assert len(calls) == 1
+
+
 def test_tv_start_is_the_tv_method_with_its_defaults(dense_op):
     case = gaussian_case(dense_op, [0.1, 0.2])
     norm = operator_norm(case.op, dtype=torch.float64)
@@ -199,6 +209,8 @@ def test_inputs_are_not_mutated(dense_op):
     (lambda c: {"x0": c.x[:1]}, "x0"),
     (lambda c: {"x0": c.x[..., :-1]}, "x0"),
     (lambda c: {"x0": "zeros"}, "x0"),
+    (lambda c: {"x0": 3}, "x0"),
+    (lambda c: {"lam": "strong"}, "lam"),
     (lambda c: {"prior": object()}, "prior"),
     (lambda c: {"lam": -1.0}, "lam"),
 ])

@@ -163,3 +163,24 @@ def test_settings_fill_defaults_and_reject_unknown_keys():
         method_settings("fbp")
     with pytest.raises(PAReconError, match="scan_chi2_tol"):
         reconstruct("posterior", Problem(None, None, None, 1.0, prior=object()), {"scan_chi2_tol": -1.0})
+
+
+@pytest.mark.parametrize(("method", "setting", "field"), [
+    ("bp", {"filter": "hann"}, "reconstruct.bp.filter"),
+    ("bp", {"nonneg": "yes"}, "reconstruct.bp.nonneg"),
+    ("cgls", {"tol": "small"}, "reconstruct.cgls.tol"),
+    ("tv", {"n_iter": 2.5}, "reconstruct.tv.n_iter"),
+    ("map", {"init": "zeros"}, "reconstruct.map.init"),
+    ("map", {"latent_steps": -1}, "reconstruct.map.latent_steps"),
+    ("map", {"lr": 0.0}, "reconstruct.map.lr"),
+    ("map_latent", {"model_error": -0.1}, "reconstruct.map_latent.model_error"),
+    ("posterior", {"threshold": 2.0}, "reconstruct.posterior.threshold"),
+    ("posterior", {"n_samples": 0}, "reconstruct.posterior.n_samples"),
+    ("posterior", {"refine_steps": 5, "temperature": 0.0}, "reconstruct.posterior.temperature"),
+])
+def test_bad_setting_values_are_named_by_their_params_key_before_any_work(method, setting, field):
+    with pytest.raises(PAReconError, match=f"^{field}: "):
+        method_settings(method, setting)
+    # No problem is touched: the settings fail first.
+    with pytest.raises(PAReconError, match=f"^{field}: "):
+        reconstruct(method, Problem(None, None, None, 1.0, prior=object()), setting)
