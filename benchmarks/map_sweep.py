@@ -2,9 +2,11 @@
 model error.
 
 Usage: ``python benchmarks/map_sweep.py [--params params.yaml] [--priors outputs/priors] [--n 8] [--seed 777]
-[--lams 0.3 1 3 10] [--inits backprojection prior tv] [--model-errors 0 0.03] [--steps N] [--json out.json]``.
+[--test-set NAME] [--lams 0.3 1 3 10] [--inits backprojection prior tv] [--model-errors 0 0.03] [--steps N]
+[--json out.json]``.
 
-The validation scans are ``--n`` phantoms of the priors' training family (``priors.data``) drawn with ``--seed``
+The validation scans are ``--n`` phantoms of the priors' training family (``priors.data``; or of
+``test_sets.<--test-set>``'s family, to check a choice out of distribution) drawn with ``--seed``
 (not a test-set seed), simulated like the pipeline's test sets (``phantoms.refine``× finer grid, every SNR of
 ``simulate.snr_db``). Each (prior, start, model error, λ) runs the pipeline's ``map`` method with the params file's
 ``reconstruct.map`` settings (``--steps`` overrides its steps) and that λ, start and ``model_error``, on the trained
@@ -39,6 +41,7 @@ def main() -> None:
     parser.add_argument("--priors", default="outputs/priors", help="folder with marginal/ and conditional/ priors")
     parser.add_argument("--n", type=int, default=8, help="validation phantoms (each simulated at every SNR)")
     parser.add_argument("--seed", type=int, default=777, help="phantom seed; keep it apart from the test sets'")
+    parser.add_argument("--test-set", help="draw the phantoms from this test set's family (default: the priors')")
     parser.add_argument("--lams", type=float, nargs="+", default=[0.3, 1.0, 3.0, 10.0])
     parser.add_argument("--inits", nargs="+", default=["backprojection", "prior"],
                         help="MAP starts: backprojection, prior, tv or auto")
@@ -48,7 +51,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    scans = validation_scans(args.params, family_of(args.params, None), args.n, args.seed)
+    scans = validation_scans(args.params, family_of(args.params, args.test_set), args.n, args.seed)
     op, norm, truth = scans.op, scans.op_norm, scans.truth
     base = load_params(args.params, "reconstruct").get("map", {})
     if args.steps is not None:
@@ -75,7 +78,8 @@ def main() -> None:
             settings = {**base, "lam": lam, "init": init, "model_error": eta}
             add_row(reconstruct("map", Problem(op, y, sigma, norm, priors[kind]), settings), prior=kind, init=init,
                     model_error=eta, lam=lam, snr_db=snr)
-    print(f"{args.n} validation phantoms (seed {args.seed}) at {', '.join(f'{s:g}' for s in scans.data)} dB; "
+    print(f"{args.n} validation phantoms (seed {args.seed}, family {args.test_set or 'priors.data'}) at "
+          f"{', '.join(f'{s:g}' for s in scans.data)} dB; "
           f"{base.get('steps', 'default')} steps, reconstruct.map settings of {args.params} otherwise; torch "
           f"{torch.get_num_threads()} threads")
     print("| prior | start | model error | λ | SNR dB | PSNR dB | SSIM | mean χ² | stopped by discrepancy |")

@@ -1,6 +1,7 @@
 """End to end through the CLI on a tiny geometry: phantoms → simulate → reconstruct → evaluate, and user errors."""
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -12,6 +13,7 @@ from ipasc_fixture import line_positions, write_pacfish_file
 from pa_recon.cli import main
 from pa_recon.data.hdf5io import read_measurements, read_phantoms, read_reconstructions, write_measurements
 from pa_recon.physics import Grid, LinearArray, PATOperator
+from pa_recon.recon import method_settings
 
 PARAMS = {
     "geometry": {
@@ -174,3 +176,12 @@ def test_import_ipasc_writes_a_reconstructable_measurement_file(run, tmp_path):
     np.testing.assert_allclose(meas.noise_sigma, 0.3, rtol=0.1)
     assert main(["reconstruct", str(meas_path), "--method", "bp", "--out", str(recon_path), "--device", "cpu"]) == 0
     assert read_reconstructions(recon_path).images["bp"].shape == (2, 16, 16)
+
+
+@pytest.mark.parametrize("profile", ["params.yaml", "profiles/gpu.yaml"])
+def test_shipped_profiles_hold_valid_method_settings(profile):
+    path = Path(__file__).resolve().parents[2] / profile
+    sections = yaml.safe_load(path.read_text())["reconstruct"]
+    assert {"bp", "tv", "map", "map_latent", "posterior"} <= set(sections)
+    for method, overrides in sections.items():
+        assert method_settings(method, overrides).keys() >= overrides.keys()
