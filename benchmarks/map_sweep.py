@@ -12,7 +12,8 @@ The validation scans are ``--n`` phantoms of the priors' training family (``prio
 ``reconstruct.map`` settings (``--steps`` overrides its steps) and that λ, start and ``model_error``, on the trained
 priors ``--priors``/{marginal,conditional}/prior.pt; the ``tv`` method with the params file's settings is the
 reference. Prints a Markdown table of mean PSNR and SSIM (data range 1, against the block-averaged phantom), mean
-χ² (against the noise alone) and the fraction of scans the discrepancy principle stopped, per prior and SNR. Run it
+χ² (against the noise alone), the fraction of scans the discrepancy principle stopped and the mean final MAP
+objective (nats; the JSON has it per scan), per prior and SNR. Run it
 after ``dvc repro dvc.yaml train_prior``, then copy the best setting into ``reconstruct.map`` (one setting serves
 both priors; ``model_error`` also serves ``map_latent`` and ``posterior``).
 """
@@ -60,11 +61,12 @@ def main() -> None:
 
     def add_row(out: MethodOutput, **labels: object) -> None:
         image = out.maps["image"][:, 0].numpy()
-        stops = out.per_scan.get("stop_reason")
+        stops, objective = out.per_scan.get("stop_reason"), out.per_scan.get("objective")
         rows.append({**labels, "psnr": float(np.mean(psnr(image, truth, data_range=1.0))),
                      "ssim": float(np.mean(ssim(image, truth, data_range=1.0))),
                      "chi2": float(out.per_scan["chi2"].mean()),
-                     "discrepancy_stops": None if stops is None else float((stops == 1).float().mean())})
+                     "discrepancy_stops": None if stops is None else float((stops == 1).float().mean()),
+                     "objective": None if objective is None else objective.tolist()})
         print(" ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in labels.values()),
               f"dB: {rows[-1]['psnr']:.2f} dB / {rows[-1]['ssim']:.3f}", flush=True)
 
@@ -82,13 +84,15 @@ def main() -> None:
           f"{', '.join(f'{s:g}' for s in scans.data)} dB; "
           f"{base.get('steps', 'default')} steps, reconstruct.map settings of {args.params} otherwise; torch "
           f"{torch.get_num_threads()} threads")
-    print("| prior | start | model error | λ | SNR dB | PSNR dB | SSIM | mean χ² | stopped by discrepancy |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| prior | start | model error | λ | SNR dB | PSNR dB | SSIM | mean χ² | stopped by discrepancy | "
+          "mean objective (nats) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         eta, lam, stops = ("–" if r[k] is None else f"{r[k]:{f}}" for k, f in
                            (("model_error", "g"), ("lam", "g"), ("discrepancy_stops", ".0%")))
+        objective = "–" if r["objective"] is None else f"{np.mean(r['objective']):.0f}"
         print(f"| {r['prior']} | {r['init']} | {eta} | {lam} | {r['snr_db']:g} | {r['psnr']:.2f} | {r['ssim']:.3f} | "
-              f"{r['chi2']:.3g} | {stops} |")
+              f"{r['chi2']:.3g} | {stops} | {objective} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"params": args.params, "n": args.n, "seed": args.seed, "rows": rows}, f, indent=2)

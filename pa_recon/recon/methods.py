@@ -90,9 +90,11 @@ def _adam(s: Mapping[str, Any]) -> AdamSettings:
 
 
 def _map_output(result: MAPResult) -> MethodOutput:
-    """The MAP image; per scan the reason it stopped (a code into :data:`STOP_REASONS`) and its Adam steps."""
+    """The MAP image; per scan the reason it stopped (a code into :data:`STOP_REASONS`), its Adam steps and its
+    final objective (nats)."""
     codes = torch.tensor([STOP_REASONS.index(reason) for reason in result.stopped], device=result.steps.device)
-    return MethodOutput({"image": result.image}, {"stop_reason": codes, "steps": result.steps},
+    return MethodOutput({"image": result.image},
+                        {"stop_reason": codes, "steps": result.steps, "objective": result.history[-1]},
                         {"stop_reason": STOP_REASONS})
 
 
@@ -204,7 +206,8 @@ _LIKELIHOOD = {"model_error": 0.0}
 #: units) of randomise-then-optimise; see :mod:`pa_recon.recon.posterior`.
 #:
 #: Per-scan values besides ``chi2``: ``map`` and ``map_latent`` give ``stop_reason`` (codes of
-#: :data:`~pa_recon.recon.adam.STOP_REASONS`) and ``steps``; ``posterior`` gives ``acceptance``, ``chi2_median``
+#: :data:`~pa_recon.recon.adam.STOP_REASONS`), ``steps`` and ``objective`` (the minimised objective at the image, in
+#: nats: comparable between runs of the same method, prior, ``lam``, noise and ``model_error`` only); ``posterior`` gives ``acceptance``, ``chi2_median``
 #: and ``scan_flag`` by the rule of :func:`~pa_recon.recon.posterior.scan_values` with ``scan_chi2_tol``.
 REGISTRY: dict[str, MethodEntry] = {
     "bp": MethodEntry(_bp, {"filter": "none", "nonneg": True}, False, _check_bp),

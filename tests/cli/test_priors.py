@@ -58,7 +58,8 @@ def test_map_and_posterior_with_trained_priors_are_evaluated(trained):
                                   (np.abs(post.per_scan["posterior_chi2"] - 1) > 0.5)
                                   | (post.per_scan["posterior_acceptance"] == 0))
     mapped = read_reconstructions(d / "map_marginal.h5")
-    assert set(mapped.per_scan) == {"map_marginal_chi2", "map_marginal_stop_reason", "map_marginal_steps"}
+    assert set(mapped.per_scan) == {"map_marginal_chi2", "map_marginal_stop_reason", "map_marginal_steps",
+                                    "map_marginal_objective"}
     assert mapped.labels == {"map_marginal_stop_reason": STOP_REASONS}
     assert np.all(mapped.per_scan["map_marginal_steps"] <= 5)
     assert main(["evaluate", str(d / "meas.h5"), *(str(d / f"{n}.h5") for *_, n in runs),

@@ -66,10 +66,17 @@ def test_chi2_is_nan_for_a_scan_without_a_noise_level(dense_problem):
 def test_map_reports_stop_reason_steps_and_chi2_per_scan(dense_op, method, tau, reason, steps):
     case = gaussian_case(dense_op, [0.05, 0.1, 0.2])
     problem = Problem(case.op, case.y, case.sigma, 1.0, prior=case.prior)
-    out = reconstruct(method, problem, {"tau": tau, "steps": 4, "check_every": 1})
-    assert list(out.per_scan) == ["chi2", "stop_reason", "steps"] and out.labels == {"stop_reason": STOP_REASONS}
+    out = reconstruct(method, problem, {"tau": tau, "steps": 4, "check_every": 1, "lam": 3.0}
+                      if method == "map" else {"tau": tau, "steps": 4, "check_every": 1})
+    assert list(out.per_scan) == ["chi2", "stop_reason", "steps", "objective"]
+    assert out.labels == {"stop_reason": STOP_REASONS}
     assert [STOP_REASONS[int(c)] for c in out.per_scan["stop_reason"]] == [reason] * 3
     assert out.per_scan["steps"].tolist() == [steps] * 3
+    # The objective is the minimised one at the returned image: data term plus the prior's penalty.
+    data_term = 0.5 * brute_chi2(case.op, out.maps["image"], case.y, case.sigma) * case.y[0].numel()
+    penalty = (3.0 * case.prior.nll(out.maps["image"]) if method == "map"
+               else 0.5 * sum(z.pow(2).flatten(1).sum(1) for z in case.prior.encode(out.maps["image"])))
+    torch.testing.assert_close(out.per_scan["objective"], data_term + penalty, rtol=1e-9, atol=0)
     chi2 = out.per_scan["chi2"]
     torch.testing.assert_close(chi2, brute_chi2(case.op, out.maps["image"], case.y, case.sigma), rtol=1e-12, atol=0)
     # A scan stops by the discrepancy principle exactly when its χ² is within tau.
