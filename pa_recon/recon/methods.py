@@ -171,7 +171,6 @@ def _check_map(s: Mapping[str, Any]) -> None:
     check_start(s["init"], "init")
     _adam(s)
     _check_count(s, "latent_steps", 0)
-    _latent_start(s)
 
 
 def _check_map_latent(s: Mapping[str, Any]) -> None:
@@ -189,8 +188,8 @@ def _check_posterior(s: Mapping[str, Any]) -> None:
 _ADAM = {"steps": 500, "lr": 1e-2, "lr_decay": 0.1, "tau": 1.0, "check_every": 10, "cuda_graph": True}
 _LIKELIHOOD = {"model_error": 0.0}
 
-#: name → (method, default settings, whether it needs a prior). The prior methods work with a marginal or a
-#: conditional prior alike (the prior decides); ``posterior`` needs a conditional one.
+#: name → :class:`MethodEntry` (method, default settings, whether it needs a prior, settings check). The prior methods
+#: work with a marginal or a conditional prior alike (the prior decides); ``posterior`` needs a conditional one.
 #:
 #: ``cuda_graph`` (MAP, latent MAP, the posterior's refinement): replay each Adam step as a captured CUDA graph on a
 #: GPU (see :class:`~pa_recon.recon.adam.AdamSettings`).
@@ -207,8 +206,9 @@ _LIKELIHOOD = {"model_error": 0.0}
 #:
 #: Per-scan values besides ``chi2``: ``map`` and ``map_latent`` give ``stop_reason`` (codes of
 #: :data:`~pa_recon.recon.adam.STOP_REASONS`), ``steps`` and ``objective`` (the minimised objective at the image, in
-#: nats: comparable between runs of the same method, prior, ``lam``, noise and ``model_error`` only); ``posterior`` gives ``acceptance``, ``chi2_median``
-#: and ``scan_flag`` by the rule of :func:`~pa_recon.recon.posterior.scan_values` with ``scan_chi2_tol``.
+#: nats: comparable between runs of the same method, prior, ``lam``, noise and ``model_error`` only); ``posterior``
+#: gives ``acceptance``, ``chi2_median`` and ``scan_flag`` by the rule of
+#: :func:`~pa_recon.recon.posterior.scan_values` with ``scan_chi2_tol``.
 REGISTRY: dict[str, MethodEntry] = {
     "bp": MethodEntry(_bp, {"filter": "none", "nonneg": True}, False, _check_bp),
     "cgls": MethodEntry(_cgls, {"lam_fraction": 1e-3, "n_iter": 50, "tol": 1e-6}, False, _check_cgls),
