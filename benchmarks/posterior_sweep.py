@@ -10,7 +10,8 @@ rate) runs the pipeline's ``posterior`` method with the params file's ``reconstr
 ``refine_steps`` and ``refine_lr``, and the same sample seed. Prints a Markdown table per SNR: PSNR of the posterior
 mean (data range 1, against the block-averaged phantom), coverage of the 68 % and 95 % intervals, flag AUROC for
 errors above 0.2, the mean pixel std, the χ² of the mean against noise plus model error (1 for a data-consistent
-mean), the fraction of accepted samples, and seconds per scan.
+mean), the fraction of accepted samples, the fraction of scans flagged as a whole (``scan_flag``), and seconds per
+scan.
 """
 
 from __future__ import annotations
@@ -63,18 +64,19 @@ def main() -> None:
                      "auroc": float(np.nanmean(flag_auroc(score, mean, scans.truth))),
                      "std": float(std.mean()),
                      "chi2_mean": float(chi_square(scans.op, out.maps["image"], y, likelihood_sigma).mean()),
-                     "acceptance": float(out.per_scan["acceptance"].mean()), "seconds_per_scan": seconds})
+                     "acceptance": float(out.per_scan["acceptance"].mean()),
+                     "flagged_scans": float(out.per_scan["scan_flag"].float().mean()), "seconds_per_scan": seconds})
         print(f"{steps} steps, rate {lr:g}, {snr:g} dB: {rows[-1]['psnr']:.2f} dB, "
               f"cov95 {rows[-1]['coverage95']:.3f}, AUROC {rows[-1]['auroc']:.3f}", flush=True)
     print(f"{args.n} validation phantoms (seed {args.seed}, family {args.test_set or 'priors.data'}); "
           f"reconstruct.posterior settings of {args.params} otherwise; torch {torch.get_num_threads()} threads")
     print("| refine steps | refine rate | SNR dB | PSNR dB | cov68 | cov95 | AUROC | mean std | χ² of mean "
-          "(noise + model error) | accepted | s / scan |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "(noise + model error) | accepted | flagged scans | s / scan |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['refine_steps']} | {r['refine_lr']:g} | {r['snr_db']:g} | {r['psnr']:.2f} | "
               f"{r['coverage68']:.3f} | {r['coverage95']:.3f} | {r['auroc']:.3f} | {r['std']:.3f} | "
-              f"{r['chi2_mean']:.2f} | {r['acceptance']:.0%} | {r['seconds_per_scan']:.2f} |")
+              f"{r['chi2_mean']:.2f} | {r['acceptance']:.0%} | {r['flagged_scans']:.0%} | {r['seconds_per_scan']:.2f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"params": args.params, "n": args.n, "seed": args.seed, "test_set": args.test_set,

@@ -11,8 +11,9 @@ Each sample's data consistency is its reduced misfit ``χ²_i = ‖A x_i − y�
 scan). For draws from the true posterior of a linear-Gaussian model ``χ²_i`` averages to about 1: the mean's
 residual carries the noise the data could not explain and the spread of the samples adds back what the prior
 left open. A sample is accepted when ``|χ²_i − 1| ≤ chi2_tol``; the mean, the pixel std and the presence
-probability are taken over the accepted samples only. A scan with no accepted sample falls back to all its
-samples; its accepted fraction of 0 (see :class:`PosteriorResult`) is the warning.
+probability are taken over the accepted samples only. A scan with fewer than two accepted samples (one sample has
+no spread, so its std would be 0) falls back to all its samples; its low accepted fraction (see
+:class:`PosteriorResult`) is the warning.
 
 :func:`scan_values` condenses a result to one value per scan, with a flag on scans that are suspect as a whole:
 the reduced misfit of the mean far from 1 (out-of-distribution data, a wrong model or a wrong ``σ``) or no
@@ -38,10 +39,11 @@ from pa_recon.recon.prior_protocol import ImagePrior, check_prior, prior_conditi
 class PosteriorResult(NamedTuple):
     """Summary of ``N`` posterior samples per scan; images are ``(B, *image_shape)``.
 
-    ``mean`` and ``std`` (unbiased, ``N_acc − 1`` in the denominator; 0 with one sample) over the accepted
-    samples; ``chi2`` ``(B, N)`` per sample and ``accepted`` ``(B, N)`` bool; ``chi2_mean`` ``(B,)`` the reduced
-    misfit of the mean (well above 1: data out of the prior's distribution, or a wrong model or ``σ``);
-    ``presence`` the fraction of accepted samples above ``presence_threshold`` (``None`` without a threshold);
+    ``mean``, ``std`` (unbiased: samples used minus one in the denominator) and ``presence`` (the fraction of
+    samples above ``presence_threshold``; ``None`` without a threshold) over the accepted samples, or over all
+    ``N`` where fewer than two were accepted; ``chi2`` ``(B, N)`` per sample and ``accepted`` ``(B, N)`` bool;
+    ``chi2_mean`` ``(B,)`` the reduced misfit of the mean (well above 1: data out of the prior's distribution, or a
+    wrong model or ``σ``);
     ``samples`` ``(B, keep, *image_shape)``, the first ``keep`` samples (accepted or not), or ``None``.
     """
 
@@ -145,7 +147,7 @@ def posterior_sampling(
         chi2_parts.append(chi2)
         accepted_parts.append(ok)
         kept.append(x[:, : max(keep - start, 0)])
-    use = per_scan(accepted_moments.count > 0, image)
+    use = per_scan(accepted_moments.count >= 2, image)
     mean = torch.where(use, accepted_moments.mean, all_moments.mean)
     std = torch.where(use, accepted_moments.std(), all_moments.std())
     presence = None if threshold is None else torch.where(use, accepted_moments.presence(), all_moments.presence())

@@ -105,6 +105,28 @@ def test_a_scan_without_consistent_samples_falls_back_to_all_and_shows_a_bad_mea
     assert torch.all(result.chi2_mean > 10)
 
 
+def test_a_scan_with_one_accepted_sample_uses_all_samples_since_one_has_no_spread(case):
+    draws = posterior_sampling(case.op, case.y, case.sigma, case.prior, n_samples=10, chunk=4, temperature=1.6,
+                               chi2_tol=None, presence_threshold=0.5, keep=10, generator=seeded())
+    # A band that admits one sample of the scan whose second-best sample fits worst, and two or more of another
+    # scan; the draws do not depend on the band.
+    best_two = (draws.chi2 - 1).abs().sort(1).values[:, :2]
+    lone = int(best_two[:, 1].argmax())
+    below = max(float(best_two[lone, 0]), float(best_two[:, 1].sort().values[-2]))
+    result = posterior_sampling(case.op, case.y, case.sigma, case.prior, n_samples=10, chunk=4, temperature=1.6,
+                                chi2_tol=(below + float(best_two[lone, 1])) / 2, presence_threshold=0.5, keep=10,
+                                generator=seeded())
+    counts = result.accepted.sum(1)
+    assert counts[lone] == 1 and (counts >= 2).any()
+    s = draws.samples
+    for b, n in enumerate(counts.tolist()):
+        pick = s[b] if n < 2 else s[b][result.accepted[b]]
+        torch.testing.assert_close(result.mean[b], pick.mean(0), rtol=0, atol=1e-12)
+        torch.testing.assert_close(result.std[b], pick.std(0), rtol=0, atol=1e-12)
+        torch.testing.assert_close(result.presence[b], (pick > 0.5).double().mean(0), rtol=0, atol=1e-12)
+    assert torch.all(result.std[lone] > 0)
+
+
 def test_scan_values_are_the_acceptance_the_median_sample_chi2_and_the_flag(case):
     result = posterior_sampling(case.op, case.y, case.sigma, case.prior, n_samples=10, chunk=4, temperature=1.6,
                                 generator=seeded())
