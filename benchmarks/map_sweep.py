@@ -27,7 +27,7 @@ import json
 import numpy as np
 import torch
 
-from validation import family_of, validation_scans
+from validation import add_arguments, scans_from
 
 from pa_recon.cli.common import load_params
 from pa_recon.metrics import psnr, ssim
@@ -38,11 +38,8 @@ from pa_recon.recon import MethodOutput, Problem, reconstruct
 def main() -> None:
     """Parse arguments, run the sweep, print the table and optionally write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
+    add_arguments(parser, n=8)
     parser.add_argument("--priors", default="outputs/priors", help="folder with marginal/ and conditional/ priors")
-    parser.add_argument("--n", type=int, default=8, help="validation phantoms (each simulated at every SNR)")
-    parser.add_argument("--seed", type=int, default=777, help="phantom seed; keep it apart from the test sets'")
-    parser.add_argument("--test-set", help="draw the phantoms from this test set's family (default: the priors')")
     parser.add_argument("--lams", type=float, nargs="+", default=[0.3, 1.0, 3.0, 10.0])
     parser.add_argument("--inits", nargs="+", default=["backprojection", "prior"],
                         help="MAP starts: backprojection, prior, tv or auto")
@@ -52,7 +49,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    scans = validation_scans(args.params, family_of(args.params, args.test_set), args.n, args.seed)
+    scans = scans_from(args)
     op, norm, truth = scans.op, scans.op_norm, scans.truth
     base = load_params(args.params, "reconstruct").get("map", {})
     if args.steps is not None:

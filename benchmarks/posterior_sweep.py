@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 import torch
-from validation import family_of, validation_scans
+from validation import add_arguments, scans_from
 
 from pa_recon.cli.common import load_params
 from pa_recon.metrics import flag_auroc, interval_coverage, psnr
@@ -34,17 +34,14 @@ from pa_recon.recon import Problem, chi_square, reconstruct, total_sigma
 def main() -> None:
     """Parse arguments, run the sweep, print the table and optionally write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
+    add_arguments(parser, n=6)
     parser.add_argument("--prior", default="outputs/priors/conditional/prior.pt", help="a conditional prior")
-    parser.add_argument("--n", type=int, default=6, help="validation phantoms (each simulated at every SNR)")
-    parser.add_argument("--seed", type=int, default=777, help="phantom seed; keep it apart from the test sets'")
-    parser.add_argument("--test-set", help="draw the phantoms from this test set's family (default: the priors')")
     parser.add_argument("--steps", type=int, nargs="+", default=[30], help="refine_steps values")
     parser.add_argument("--lrs", type=float, nargs="+", default=[0.05, 0.15, 0.3], help="refine_lr values")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    scans = validation_scans(args.params, family_of(args.params, args.test_set), args.n, args.seed)
+    scans = scans_from(args)
     prior = load_prior(args.prior)
     base = load_params(args.params, "reconstruct").get("posterior", {})
     rows = []

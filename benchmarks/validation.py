@@ -4,6 +4,7 @@ sets', simulated like the pipeline's test sets (``phantoms.refine``× finer grid
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,19 @@ def family_of(params: str, test_set: str | None) -> Mapping[str, Any]:
     if test_set is None:
         return load_params(params, "priors")["data"]
     return load_params(params, "test_sets")[test_set]
+
+
+def add_arguments(parser: argparse.ArgumentParser, n: int) -> None:
+    """The options that pick the validation scans: ``--params``, ``--n`` (default ``n``), ``--seed``, ``--test-set``."""
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--n", type=int, default=n, help="validation phantoms (each simulated at every SNR)")
+    parser.add_argument("--seed", type=int, default=777, help="phantom seed; keep it apart from the test sets'")
+    parser.add_argument("--test-set", help="draw the phantoms from this test set's family (default: the priors')")
+
+
+def scans_from(args: argparse.Namespace) -> ValidationScans:
+    """The validation scans the options of :func:`add_arguments` pick."""
+    return validation_scans(args.params, family_of(args.params, args.test_set), args.n, args.seed)
 
 
 def validation_scans(params: str, family: Mapping[str, Any], n: int, seed: int) -> ValidationScans:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from pa_recon.errors import PAReconError
-from pa_recon.recon.base import LinearOperator, batch_dot, check_number, per_scan, require
+from pa_recon.recon.base import LinearOperator, batch_dot, check_count, check_number, per_scan, require
 
 #: Reason codes of a scan's stop, by the integer each scan carries during the loop.
 STOP_REASONS = ("max_steps", "discrepancy", "diverged")
@@ -49,13 +49,12 @@ class AdamSettings:
     cuda_graph: bool = True
 
     def __post_init__(self) -> None:
-        require(isinstance(self.steps, int) and self.steps >= 0, f"must be an integer >= 0, got {self.steps}", "steps")
+        check_count(self.steps, "steps")
         require(check_number(self.lr, "lr") > 0, "must be positive", "lr")
         require(0 < check_number(self.lr_decay, "lr_decay") <= 1, "must be in (0, 1]", "lr_decay")
         if self.tau is not None:
             check_number(self.tau, "tau")
-        require(isinstance(self.check_every, int) and self.check_every >= 1,
-                f"must be an integer >= 1, got {self.check_every}", "check_every")
+        check_count(self.check_every, "check_every", minimum=1)
         require(isinstance(self.cuda_graph, bool), f"must be true or false, got {self.cuda_graph!r}", "cuda_graph")
 
 

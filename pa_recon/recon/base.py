@@ -86,6 +86,13 @@ def check_number(value: float, field: str, *, minimum: float = 0.0) -> float:
     return value
 
 
+def check_count(value: object, field: str, *, minimum: int = 0) -> int:
+    """``value``, which must be an integer (not a bool) of at least ``minimum``."""
+    require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+            f"must be an integer >= {minimum}, got {value!r}", field)
+    return value
+
+
 def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-scan dot product of two ``(B, ...)`` tensors, shape ``(B,)``."""
     return (a * b).flatten(1).sum(1)

@@ -30,7 +30,7 @@ import torch
 from scipy import ndimage
 
 from pa_recon.errors import PAReconError
-from pa_recon.recon.base import LinearOperator, check_number, operator_norm, require
+from pa_recon.recon.base import LinearOperator, check_count, check_number, operator_norm, require
 from pa_recon.recon.cgls import cgls
 from pa_recon.recon.posterior import PosteriorResult
 
@@ -59,9 +59,9 @@ class FlagRule:
         require(len(self.weights) == 3 and all(0 <= check_number(w, "weights") <= 1 for w in self.weights),
                 "expected three weights in [0, 1]", "weights")
         require(0 <= check_number(self.threshold, "threshold") <= 1, "must be in [0, 1]", "threshold")
-        require(isinstance(self.min_size, int) and self.min_size >= 0, "must be an integer >= 0", "min_size")
+        check_count(self.min_size, "min_size")
         check_number(self.null_lam_fraction, "null_lam_fraction")
-        require(isinstance(self.null_iter, int) and self.null_iter >= 1, "must be an integer >= 1", "null_iter")
+        check_count(self.null_iter, "null_iter", minimum=1)
 
 
 class HallucinationResult(NamedTuple):

@@ -19,7 +19,7 @@ import torch
 from pa_recon.errors import PAReconError
 from pa_recon.recon.adam import STOP_REASONS, AdamSettings
 from pa_recon.recon.backprojection import back_projection, check_filter
-from pa_recon.recon.base import LinearOperator, check_number, require
+from pa_recon.recon.base import LinearOperator, check_count, check_number, require
 from pa_recon.recon.cgls import cgls
 from pa_recon.recon.hallucination import FlagRule, hallucination_map
 from pa_recon.recon.latent import LATENT_SETTINGS, map_latent
@@ -140,11 +140,6 @@ def _check_bool(s: Mapping[str, Any], key: str) -> None:
     require(isinstance(s[key], bool), f"must be true or false, got {s[key]!r}", key)
 
 
-def _check_count(s: Mapping[str, Any], key: str, minimum: int) -> None:
-    require(isinstance(s[key], int) and not isinstance(s[key], bool) and s[key] >= minimum,
-            f"must be an integer >= {minimum}, got {s[key]!r}", key)
-
-
 def _check_numbers(s: Mapping[str, Any], *keys: str) -> None:
     for key in keys:
         check_number(s[key], key)
@@ -157,12 +152,12 @@ def _check_bp(s: Mapping[str, Any]) -> None:
 
 def _check_cgls(s: Mapping[str, Any]) -> None:
     _check_numbers(s, "lam_fraction", "tol")
-    _check_count(s, "n_iter", 1)
+    check_count(s["n_iter"], "n_iter", minimum=1)
 
 
 def _check_tv(s: Mapping[str, Any]) -> None:
     _check_numbers(s, "lam_fraction")
-    _check_count(s, "n_iter", 1)
+    check_count(s["n_iter"], "n_iter", minimum=1)
     _check_bool(s, "nonneg")
 
 
@@ -170,7 +165,7 @@ def _check_map(s: Mapping[str, Any]) -> None:
     _check_numbers(s, "lam", "model_error")
     check_start(s["init"], "init")
     _adam(s)
-    _check_count(s, "latent_steps", 0)
+    check_count(s["latent_steps"], "latent_steps")
 
 
 def _check_map_latent(s: Mapping[str, Any]) -> None:

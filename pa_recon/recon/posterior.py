@@ -31,7 +31,7 @@ from typing import NamedTuple
 import torch
 
 from pa_recon.recon.adam import AdamSettings, check_sigma, minimise
-from pa_recon.recon.base import LinearOperator, batch_dot, check_data, check_number, per_scan, require
+from pa_recon.recon.base import LinearOperator, batch_dot, check_count, check_data, check_number, per_scan, require
 from pa_recon.recon.map_common import chi_square
 from pa_recon.recon.prior_protocol import ImagePrior, check_prior, prior_condition
 
@@ -168,8 +168,8 @@ def check_sampling(*, n_samples: int, temperature: float, chunk: int, chi2_tol: 
                    refine: AdamSettings | None = None) -> tuple[float, float | None, float | None]:
     """Check the settings of :func:`posterior_sampling` (same names and meaning); returns ``temperature``,
     ``chi2_tol`` and ``presence_threshold`` as floats (the last two may be ``None``)."""
-    require(isinstance(n_samples, int) and n_samples >= 1, f"must be an integer >= 1, got {n_samples}", "n_samples")
-    require(isinstance(chunk, int) and chunk >= 1, f"must be an integer >= 1, got {chunk}", "chunk")
+    check_count(n_samples, "n_samples", minimum=1)
+    check_count(chunk, "chunk", minimum=1)
     require(isinstance(keep, int) and 0 <= keep <= n_samples, f"must be an integer in [0, n_samples], got {keep}",
             "keep")
     temperature = check_number(temperature, "temperature")
