@@ -14,8 +14,9 @@ priors ``--priors``/{marginal,conditional}/prior.pt; the ``tv`` method with the 
 reference. Prints a Markdown table of mean PSNR and SSIM (data range 1, against the block-averaged phantom), mean
 χ² (against the noise alone), the fraction of scans the discrepancy principle stopped and the mean final MAP
 objective (nats; the JSON has it per scan), per prior and SNR. Run it
-after ``dvc repro dvc.yaml train_prior``, then copy the best setting into ``reconstruct.map`` (one setting serves
-both priors; ``model_error`` also serves ``map_latent`` and ``posterior``).
+after ``dvc repro dvc.yaml train_prior``, then copy the best setting into ``reconstruct.map`` (``lam`` may name one
+weight per kind of prior; the other settings serve both priors, and ``model_error`` also ``map_latent`` and
+``posterior``).
 """
 
 from __future__ import annotations

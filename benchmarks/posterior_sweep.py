@@ -55,8 +55,8 @@ def main() -> None:
         likelihood_sigma = total_sigma(y, sigma, settings.get("model_error", 0.0))
         rows.append({"refine_steps": steps, "refine_lr": lr, "snr_db": snr,
                      "psnr": float(np.mean(psnr(mean, scans.truth, data_range=1.0))),
-                     **{f"coverage{round(100 * level)}": float(np.mean(interval_coverage(mean, std, scans.truth,
-                                                                                          level)))
+                     **{f"coverage{round(100 * level)}": float(np.mean(interval_coverage(
+                         mean, std, scans.truth, level, out.per_scan["samples"])))
                         for level in (0.68, 0.95)},
                      "auroc": float(np.nanmean(flag_auroc(score, mean, scans.truth))),
                      "std": float(std.mean()),

@@ -12,12 +12,10 @@ an array ``(B,)`` gives one range per image.
 
 from __future__ import annotations
 
-from statistics import NormalDist
-
 import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.stats import rankdata
+from scipy.stats import rankdata, t as student_t
 
 from pa_recon.errors import PAReconError
 
@@ -123,31 +121,47 @@ def relative_error(x: ArrayLike, ref: ArrayLike) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ uncertainty
 # Inputs: a predicted ``mean`` (the estimate), its predicted pixel ``std`` (>= 0) and the ``truth``, all of one
 # image shape as above. Errors are ``mean − truth``; everything is per image, in image units where it has units.
+# ``n_samples`` (a count, or one per image ``(B,)``; None for a known std): ``mean`` and ``std`` are the sample
+# mean and unbiased std of that many posterior draws. If the truth is one more draw of the same posterior, its
+# error ``truth − mean`` then has variance ``σ²(1 + 1/n)``, not ``σ²``, and a level-``p`` interval for it is
+# Student's ``mean ± t_{n−1}((1 + p)/2)·std·√(1 + 1/n)`` (exact for Gaussian draws), not ``mean ± z·std``.
 
 
-def _uncertainty_inputs(mean: ArrayLike, std: ArrayLike, truth: ArrayLike) -> tuple[np.ndarray, ...]:
+def _uncertainty_inputs(mean: ArrayLike, std: ArrayLike, truth: ArrayLike,
+                        n_samples: int | ArrayLike | None = None) -> tuple[np.ndarray, ...]:
+    """``mean``, ``std`` and ``truth`` as float64 images ``(B, H, W)``, and the sample counts ``(B, 1, 1)``
+    (``inf`` without ``n_samples``, which makes both corrections above vanish)."""
     m, t = _pair(mean, truth)
     s = _as_images(std, "std")
     if s.shape != m.shape:
         raise PAReconError(f"std shape {s.shape} does not match image shape {m.shape}", field="std")
     if np.any(s < 0):
         raise PAReconError("a standard deviation is negative", field="std")
-    return m, s, t
+    if n_samples is None:
+        return m, s, t, np.full((len(m), 1, 1), np.inf)
+    n = np.asarray(n_samples.detach().cpu() if isinstance(n_samples, torch.Tensor) else n_samples, dtype=np.float64)
+    n = np.broadcast_to(n, (len(m),)) if n.ndim == 0 else n
+    if n.shape != (len(m),):
+        raise PAReconError(f"expected a count or {len(m)} counts, got shape {n.shape}", field="n_samples")
+    if not np.all((n >= 2) & (n == np.round(n))):
+        raise PAReconError("counts must be integers of at least 2 (one sample has no spread)", field="n_samples")
+    return m, s, t, n.reshape(-1, 1, 1)
 
 
-def calibration_bins(mean: ArrayLike, std: ArrayLike, truth: ArrayLike,
-                     n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def calibration_bins(mean: ArrayLike, std: ArrayLike, truth: ArrayLike, n_bins: int = 10,
+                     n_samples: int | ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reliability diagram of a predicted std: pixels of each image sorted by ``std`` into ``n_bins`` bins of
     equal count (sizes differ by at most one; ties keep pixel order). Returns, each ``(B, n_bins)``: the root mean
     predicted variance ``RMV = sqrt(mean(std²))``, the root mean squared error ``RMSE = sqrt(mean(err²))`` and the
     pixel count of each bin. Calibrated where ``RMSE = RMV``. Squared quantities are compared, not ``|err|`` with
-    ``std`` (which differ by ``sqrt(2/π)`` even for exactly Gaussian errors).
+    ``std`` (which differ by ``sqrt(2/π)`` even for exactly Gaussian errors). With ``n_samples`` the predicted
+    variance is ``std²(1 + 1/n)`` (see the notes above).
     """
-    m, s, t = _uncertainty_inputs(mean, std, truth)
+    m, s, t, n = _uncertainty_inputs(mean, std, truth, n_samples)
     n_pixels = s[0].size
     if not (isinstance(n_bins, int) and 1 <= n_bins <= n_pixels):
         raise PAReconError(f"must be an integer in [1, {n_pixels}], got {n_bins}", field="n_bins")
-    var, err2 = (s**2).reshape(len(s), -1), ((m - t) ** 2).reshape(len(s), -1)
+    var, err2 = (s**2 * (1 + 1 / n)).reshape(len(s), -1), ((m - t) ** 2).reshape(len(s), -1)
     order = np.argsort(var, axis=1, kind="stable")
     var, err2 = np.take_along_axis(var, order, 1), np.take_along_axis(err2, order, 1)
     bins = np.array_split(np.arange(n_pixels), n_bins)
@@ -157,23 +171,27 @@ def calibration_bins(mean: ArrayLike, std: ArrayLike, truth: ArrayLike,
     return rmv, rmse, count
 
 
-def calibration_error(mean: ArrayLike, std: ArrayLike, truth: ArrayLike, n_bins: int = 10) -> np.ndarray:
+def calibration_error(mean: ArrayLike, std: ArrayLike, truth: ArrayLike, n_bins: int = 10,
+                      n_samples: int | ArrayLike | None = None) -> np.ndarray:
     """Expected calibration error of a predicted std, per image ``(B,)`` in image units:
     ``Σ_k (n_k / N) |RMSE_k − RMV_k|`` over the equal-count bins of :func:`calibration_bins`. 0 is calibrated."""
-    rmv, rmse, count = calibration_bins(mean, std, truth, n_bins)
+    rmv, rmse, count = calibration_bins(mean, std, truth, n_bins, n_samples)
     return (count * np.abs(rmse - rmv)).sum(1) / count.sum(1)
 
 
-def interval_coverage(mean: ArrayLike, std: ArrayLike, truth: ArrayLike, level: float = 0.95) -> np.ndarray:
-    """Fraction of pixels per image ``(B,)`` whose truth lies in the Gaussian interval ``mean ± z·std`` with
-    ``z = Φ⁻¹((1 + level)/2)`` (``level`` 0.68 → z = 0.994, 0.95 → z = 1.960); ends included. Calibrated when
-    it equals ``level``. Built from mean and std, not sample quantiles, so it needs no stored samples.
+def interval_coverage(mean: ArrayLike, std: ArrayLike, truth: ArrayLike, level: float = 0.95,
+                      n_samples: int | ArrayLike | None = None) -> np.ndarray:
+    """Fraction of pixels per image ``(B,)`` whose truth lies in the interval ``mean ± q·std``; ends included.
+    Calibrated when it equals ``level``. Without ``n_samples`` the Gaussian interval, ``q = Φ⁻¹((1 + level)/2)``
+    (``level`` 0.68 → 0.994, 0.95 → 1.960); with it Student's prediction interval of the notes above,
+    ``q = t_{n−1}((1 + level)/2)·√(1 + 1/n)`` (0.95 and 16 samples → 2.197). Built from mean and std, not sample
+    quantiles, so it needs no stored samples.
     """
-    m, s, t = _uncertainty_inputs(mean, std, truth)
+    m, s, t, n = _uncertainty_inputs(mean, std, truth, n_samples)
     if not (isinstance(level, (int, float)) and 0 < level < 1):
         raise PAReconError(f"must be in (0, 1), got {level}", field="level")
-    z = NormalDist().inv_cdf((1 + level) / 2)
-    return (np.abs(t - m) <= z * s).mean(axis=(1, 2))
+    q = student_t.ppf((1 + level) / 2, n - 1) * np.sqrt(1 + 1 / n)
+    return (np.abs(t - m) <= q * s).mean(axis=(1, 2))
 
 
 def auroc(scores: ArrayLike, labels: ArrayLike) -> float:

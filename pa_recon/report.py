@@ -11,6 +11,7 @@ import io
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pa_recon.errors import PAReconError  # noqa: E402
 from pa_recon.metrics import (  # noqa: E402
     calibration_error,
     flag_auroc,
@@ -43,18 +45,20 @@ def per_scan_metrics(truth: np.ndarray, images: Mapping[str, np.ndarray],
     """``{method: {metric: (N,)}}`` for images ``(N, nz, nx)`` against ``truth`` ``(N, nz, nx)``.
 
     A method with a map ``<method>_std`` also gets the coverage of its 68 % and 95 % intervals and its
-    calibration error; with ``<method>_flag_score``, the AUROC of the flags for errors above 0.2. Its per-scan
-    values ``<method>_<value>`` ``(N,)`` (``chi2``, ``scan_flag``, ...) are carried over as metrics ``<value>``, a
-    flag as 0/1 (so its mean is the fraction of flagged scans), and a value with ``labels`` (integer codes) as one
-    0/1 metric ``<value>_<label>`` per label (e.g. ``stop_reason_discrepancy``).
+    calibration error, from the sample counts ``<method>_samples`` where it has them (Student's intervals; see
+    :func:`pa_recon.metrics.interval_coverage`); with ``<method>_flag_score``, the AUROC of the flags for errors
+    above 0.2. Its per-scan values ``<method>_<value>`` ``(N,)`` (``chi2``, ``scan_flag``, ...) are carried over
+    as metrics ``<value>``, a flag as 0/1 (so its mean is the fraction of flagged scans), and a value with
+    ``labels`` (integer codes) as one 0/1 metric ``<value>_<label>`` per label (e.g. ``stop_reason_discrepancy``).
     """
     maps, scan_values, labels = maps or {}, scan_values or {}, labels or {}
     out = {m: {name: fn(img, truth) for name, fn in METRICS.items()} for m, img in images.items()}
     for m, img in images.items():
         if (std := maps.get(f"{m}_std")) is not None:
-            out[m]["coverage68"] = interval_coverage(img, std, truth, 0.68)
-            out[m]["coverage95"] = interval_coverage(img, std, truth, 0.95)
-            out[m]["calibration_error"] = calibration_error(img, std, truth)
+            n = scan_values.get(f"{m}_samples")
+            out[m]["coverage68"] = interval_coverage(img, std, truth, 0.68, n)
+            out[m]["coverage95"] = interval_coverage(img, std, truth, 0.95, n)
+            out[m]["calibration_error"] = calibration_error(img, std, truth, n_samples=n)
         if (flags := maps.get(f"{m}_flag_score")) is not None:
             out[m]["flag_auroc"] = flag_auroc(flags, img, truth)
         for value, (name, v) in _values_of(m, images, scan_values).items():
@@ -64,6 +68,27 @@ def per_scan_metrics(truth: np.ndarray, images: Mapping[str, np.ndarray],
             else:
                 out[m][value] = v.astype(np.float64)
     return out
+
+
+#: The metrics that :func:`add_paired_gains` compares, higher is better for each.
+PAIRED_METRICS = ("psnr", "ssim")
+
+
+def add_paired_gains(per_scan: dict[str, dict[str, np.ndarray]], ranking: Sequence[str]) -> None:
+    """Add to each method of ``ranking`` after the first, in place, its per-scan gain over the method before it:
+    ``<metric>_gain_over_<previous>`` (its metric minus the previous method's on the same scan) and
+    ``<metric>_won_over_<previous>`` (1 where the gain is positive, so the mean is the fraction of scans won), for
+    each metric of :data:`PAIRED_METRICS`. Scans differ far more among themselves than methods differ on one scan,
+    so the spread of these paired gains, not that of each method's metric, says whether an ordering holds.
+    """
+    unknown = [m for m in ranking if m not in per_scan]
+    if unknown:
+        raise PAReconError(f"methods {unknown} are not among those evaluated ({', '.join(per_scan)})", field="ranking")
+    for previous, method in zip(ranking, ranking[1:]):
+        for metric in PAIRED_METRICS:
+            gain = per_scan[method][metric] - per_scan[previous][metric]
+            per_scan[method][f"{metric}_gain_over_{previous}"] = gain
+            per_scan[method][f"{metric}_won_over_{previous}"] = (gain > 0).astype(np.float64)
 
 
 def _values_of(method: str, methods: Iterable[str],
@@ -124,7 +149,9 @@ Summaries = Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]]
 
 def results_table(summaries: Summaries) -> str:
     """Markdown tables with a row per test set and group and a column per method: PSNR and SSIM (mean ± std);
-    then, where methods report it, the mean χ² of their images and the fraction of flagged scans.
+    then, where methods report it, the mean χ² of their images and the fraction of flagged scans; then, where
+    methods have paired gains (:func:`add_paired_gains`), a column per gain: mean ± std of the per-scan gain in PSNR
+    and SSIM, and the scans won.
 
     ``summaries`` maps a test-set name to the output of :func:`summarise`.
     """
@@ -132,7 +159,27 @@ def results_table(summaries: Summaries) -> str:
                   lambda r: f"{r['psnr']:.2f} ± {r['psnr_std']:.2f} / {r['ssim']:.3f} ± {r['ssim_std']:.3f}")
     if any("chi2" in r for s in summaries.values() for g in s.values() for r in g.values()):
         text += "\n" + _table(summaries, "mean χ² (flagged scans)", _consistency_cell)
+    if pairs := _gain_pairs(summaries):
+        text += "\n" + _columns_table(summaries, {f"{m} over {previous}": (m, partial(_gain_cell, previous=previous))
+                                                  for m, previous in pairs})
     return text
+
+
+def _gain_pairs(summaries: Summaries) -> list[tuple[str, str]]:
+    """``(method, previous)`` of every paired gain in the summaries, in order of appearance."""
+    prefix = "psnr_gain_over_"
+    pairs = ((m, k[len(prefix):]) for s in summaries.values() for g in s.values() for m, r in g.items() for k in r
+             if k.startswith(prefix) and not k.endswith("_std"))
+    return list(dict.fromkeys(pairs))
+
+
+def _gain_cell(r: Mapping[str, float], previous: str) -> str:
+    """Mean ± std of a method's paired PSNR and SSIM gains over ``previous``, and the fraction of scans won."""
+    digits = (("psnr", 2), ("ssim", 3))
+    gains = " / ".join(f"{r[f'{k}_gain_over_{previous}']:+.{d}f} ± {r[f'{k}_gain_over_{previous}_std']:.{d}f}"
+                       for k, d in digits)
+    won = "/".join(f"{r[f'{k}_won_over_{previous}']:.0%}" for k, _ in digits)
+    return f"{gains} (won {won})"
 
 
 def _consistency_cell(r: Mapping[str, float]) -> str | None:
@@ -143,15 +190,23 @@ def _consistency_cell(r: Mapping[str, float]) -> str | None:
     return f"{r['chi2']:.3g}{flagged}"
 
 
-def _table(summaries: Summaries, title: str, cell: Callable[[Mapping[str, float]], str | None]) -> str:
+Cell = Callable[[Mapping[str, float]], str | None]
+
+
+def _table(summaries: Summaries, title: str, cell: Cell) -> str:
     """One Markdown table: columns ``<method> <title>``, cells ``cell(summary of the method)`` ("–" for None)."""
-    methods = list(dict.fromkeys(m for s in summaries.values() for g in s.values() for m in g))
-    lines = ["| test set | group | n | " + " | ".join(f"{m} {title}" for m in methods) + " |",
-             "|---|---|---|" + "---|" * len(methods)]
+    methods = dict.fromkeys(m for s in summaries.values() for g in s.values() for m in g)
+    return _columns_table(summaries, {f"{m} {title}": (m, cell) for m in methods})
+
+
+def _columns_table(summaries: Summaries, columns: Mapping[str, tuple[str, Cell]]) -> str:
+    """One Markdown table with a row per test set and group; ``columns`` maps a header to the method it shows and
+    its cell function (a missing method or a None cell shows "–")."""
+    lines = ["| test set | group | n | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
     for name, summary in summaries.items():
         for group, per_method in summary.items():
             n = next(iter(per_method.values()))["n"]
-            cells = [(cell(r) if (r := per_method.get(m)) else None) or "–" for m in methods]
+            cells = [(cell(r) if (r := per_method.get(m)) else None) or "–" for m, cell in columns.values()]
             lines.append(f"| {name} | {group} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -86,7 +86,7 @@ def cluster():
 
 @pytest.mark.parametrize("method, settings, values", [
     ("map", {"steps": 3}, {"chi2", "stop_reason", "steps", "objective"}),
-    ("posterior", {"n_samples": 4, "chunk": 3}, {"chi2", "acceptance", "chi2_median", "scan_flag"}),
+    ("posterior", {"n_samples": 4, "chunk": 3}, {"chi2", "acceptance", "samples", "chi2_median", "scan_flag"}),
 ])
 def test_prior_methods_on_a_dask_scheduler_equal_the_local_path(with_prior, cluster, method, settings, values):
     meas, prior = with_prior

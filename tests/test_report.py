@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from pa_recon.report import per_scan_metrics, results_table, summarise, write_per_scan_csv
+from pa_recon.errors import PAReconError
+from pa_recon.metrics import interval_coverage
+from pa_recon.report import add_paired_gains, per_scan_metrics, results_table, summarise, write_per_scan_csv
 
 STOP = ("max_steps", "discrepancy", "diverged")
 
@@ -34,6 +36,50 @@ def test_scan_values_become_metrics_of_their_own_method(scans):
     assert summary["map"]["chi2"] == pytest.approx(2.0)  # the scan without a χ² (NaN) is left out
     assert summary["map"]["stop_reason_discrepancy"] == 0.5 and summary["map"]["steps"] == pytest.approx(4.75)
     assert summary["posterior"]["scan_flag"] == 0.25  # the fraction of flagged scans
+
+
+def test_a_std_map_gives_interval_metrics_from_the_sample_counts_where_there_are_any(scans):
+    truth, images, values = scans
+    std = {"posterior_std": np.full(truth.shape, 0.1)}
+    counts = np.array([3.0, 3.0, 16.0, 16.0])
+    known = per_scan_metrics(truth, images, maps=std)["posterior"]
+    sampled = per_scan_metrics(truth, images, maps=std, scan_values={"posterior_samples": counts})["posterior"]
+    for level in (68, 95):
+        np.testing.assert_array_equal(known[f"coverage{level}"],
+                                      interval_coverage(images["posterior"], std["posterior_std"], truth,
+                                                        level / 100))
+        np.testing.assert_array_equal(sampled[f"coverage{level}"],
+                                      interval_coverage(images["posterior"], std["posterior_std"], truth,
+                                                        level / 100, counts))
+        assert np.all(sampled[f"coverage{level}"] > known[f"coverage{level}"])   # Student's intervals are wider
+    np.testing.assert_array_equal(sampled["samples"], counts)
+    assert not np.array_equal(sampled["calibration_error"], known["calibration_error"])
+
+
+def test_paired_gains_are_per_scan_differences_with_the_method_before(scans):
+    truth, images, _ = scans
+    out = per_scan_metrics(truth, images)
+    before = {m: dict(v) for m, v in out.items()}
+    add_paired_gains(out, ["posterior", "map", "map_latent"])
+    for method, previous in (("map", "posterior"), ("map_latent", "map")):
+        for metric in ("psnr", "ssim"):
+            gain = before[method][metric] - before[previous][metric]
+            np.testing.assert_array_equal(out[method][f"{metric}_gain_over_{previous}"], gain)
+            np.testing.assert_array_equal(out[method][f"{metric}_won_over_{previous}"], gain > 0)
+    assert out["posterior"] == before["posterior"]
+    with pytest.raises(PAReconError, match="ranking"):
+        add_paired_gains(out, ["map", "tv"])
+
+
+def test_results_table_shows_paired_gains_with_their_spread_and_scans_won():
+    r = {"psnr": 20.0, "psnr_std": 1.0, "ssim": 0.8, "ssim_std": 0.1, "n": 4,
+         "psnr_gain_over_tv": 0.25, "psnr_gain_over_tv_std": 0.5, "psnr_won_over_tv": 0.75,
+         "ssim_gain_over_tv": -0.0125, "ssim_gain_over_tv_std": 0.02, "ssim_won_over_tv": 0.25}
+    tv = {"psnr": 19.75, "psnr_std": 1.0, "ssim": 0.81, "ssim_std": 0.1, "n": 4}
+    tables = results_table({"set": {"a": {"tv": tv, "map": r}}}).split("\n\n")
+    assert len(tables) == 2
+    assert tables[1].splitlines()[0] == "| test set | group | n | map over tv |"
+    assert tables[1].splitlines()[2] == "| set | a | 4 | +0.25 ± 0.50 / -0.013 ± 0.020 (won 75%/25%) |"
 
 
 def test_csv_columns_are_the_methods_with_the_metric(scans, tmp_path):

@@ -27,6 +27,7 @@ from pa_recon.errors import PAReconError
 from pa_recon.physics import Grid, MeasurementSimulator, estimate_noise_sigma
 from pa_recon.recon import METHODS, method_settings
 from pa_recon.report import (
+    add_paired_gains,
     per_scan_metrics,
     results_table,
     save_panel,
@@ -134,6 +135,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     groups = (np.array([f"snr{v:g}dB" for v in meas.snr_db]) if meas.snr_db is not None
               else np.full(meas.p0.shape[0], "all"))
     per_scan = per_scan_metrics(meas.p0, images, maps, scan_values, labels)
+    if args.ranking:
+        add_paired_gains(per_scan, args.ranking)
     write_metrics_json(args.metrics, summarise(per_scan, groups))
     plots = Path(args.plots)
     plots.mkdir(parents=True, exist_ok=True)
@@ -212,6 +215,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plots", required=True, help="folder for per-scan CSVs")
     p.add_argument("--figures", required=True, help="folder for PNG panels")
     p.add_argument("--n-figures", type=int, default=4)
+    p.add_argument("--ranking", nargs="+", metavar="METHOD",
+                   help="methods, expected worst first: each gets its per-scan PSNR/SSIM gain over the one before")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="one Markdown table from the metrics JSON of several test sets")

@@ -29,6 +29,10 @@ from pa_recon.recon.posterior import check_sampling, posterior_sampling, scan_va
 from pa_recon.recon.tv import TV_ITERS, TV_LAM_FRACTION, tv_reconstruction
 
 
+#: The kinds of prior that a per-kind setting names, indexed by the prior's ``conditional`` (False, True).
+PRIOR_KINDS = ("marginal", "conditional")
+
+
 @dataclass
 class Problem:
     """Data ``y (B, n_el, n_samples)`` of ``op`` with per-scan noise std ``sigma (B,)``; ``op_norm`` = ‖A‖."""
@@ -107,9 +111,16 @@ def _latent_start(s: Mapping[str, Any]) -> AdamSettings:
     return replace(LATENT_SETTINGS, steps=s["latent_steps"], check_every=s["check_every"], cuda_graph=s["cuda_graph"])
 
 
+def _prior_weight(p: Problem, s: Mapping[str, Any]) -> float:
+    """``lam``, or its entry for the problem's kind of prior when it is a mapping."""
+    lam = s["lam"]
+    return lam[PRIOR_KINDS[p.prior.conditional]] if isinstance(lam, Mapping) else lam
+
+
 def _map(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
-    return _map_output(map_image(p.op, p.y, _likelihood_sigma(p, s), p.prior, lam=s["lam"], x0=s["init"],
-                                 settings=_adam(s), op_norm=p.op_norm, latent_settings=_latent_start(s)))
+    return _map_output(map_image(p.op, p.y, _likelihood_sigma(p, s), p.prior, lam=_prior_weight(p, s),
+                                 x0=s["init"], settings=_adam(s), op_norm=p.op_norm,
+                                 latent_settings=_latent_start(s)))
 
 
 def _map_latent(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
@@ -162,7 +173,15 @@ def _check_tv(s: Mapping[str, Any]) -> None:
 
 
 def _check_map(s: Mapping[str, Any]) -> None:
-    _check_numbers(s, "lam", "model_error")
+    _check_numbers(s, "model_error")
+    lam = s["lam"]
+    if isinstance(lam, Mapping):
+        require(set(lam) == set(PRIOR_KINDS), f"expected a number or one per kind of prior ({', '.join(PRIOR_KINDS)}), "
+                f"got the keys {sorted(lam)}", "lam")
+        for kind in PRIOR_KINDS:
+            check_number(lam[kind], f"lam.{kind}")
+    else:
+        check_number(lam, "lam")
     check_start(s["init"], "init")
     _adam(s)
     check_count(s["latent_steps"], "latent_steps")
@@ -194,7 +213,9 @@ _LIKELIHOOD = {"model_error": 0.0}
 #: and scan flag use that total too. The per-scan ``chi2`` of every method stays against the noise σ alone.
 #:
 #: ``map`` with ``init: latent`` (``auto`` for a conditional prior) starts from a latent-space MAP of ``latent_steps``
-#: steps (the ``map_latent`` defaults otherwise); see :func:`~pa_recon.recon.map.map_image`.
+#: steps (the ``map_latent`` defaults otherwise); see :func:`~pa_recon.recon.map.map_image`. Its prior weight ``lam``
+#: is a number or one number per kind of prior (``{marginal: 3.0, conditional: 1.0}``), so that one settings block
+#: serves both priors, as ``init: auto`` does.
 #:
 #: ``posterior`` with ``refine_steps`` > 0 refines every draw by that many Adam steps (rate ``refine_lr`` in latent
 #: units) of randomise-then-optimise; see :mod:`pa_recon.recon.posterior`.

@@ -41,7 +41,9 @@ class PosteriorResult(NamedTuple):
 
     ``mean``, ``std`` (unbiased: samples used minus one in the denominator) and ``presence`` (the fraction of
     samples above ``presence_threshold``; ``None`` without a threshold) over the accepted samples, or over all
-    ``N`` where fewer than two were accepted; ``chi2`` ``(B, N)`` per sample and ``accepted`` ``(B, N)`` bool;
+    ``N`` where fewer than two were accepted; ``used`` ``(B,)`` how many samples that is (an interval for the truth
+    from ``mean`` and ``std`` needs it: :func:`pa_recon.metrics.interval_coverage`); ``chi2`` ``(B, N)`` per sample
+    and ``accepted`` ``(B, N)`` bool;
     ``chi2_mean`` ``(B,)`` the reduced misfit of the mean (well above 1: data out of the prior's distribution, or a
     wrong model or ``σ``);
     ``samples`` ``(B, keep, *image_shape)``, the first ``keep`` samples (accepted or not), or ``None``.
@@ -49,6 +51,7 @@ class PosteriorResult(NamedTuple):
 
     mean: torch.Tensor
     std: torch.Tensor
+    used: torch.Tensor
     chi2: torch.Tensor
     accepted: torch.Tensor
     chi2_mean: torch.Tensor
@@ -147,13 +150,15 @@ def posterior_sampling(
         chi2_parts.append(chi2)
         accepted_parts.append(ok)
         kept.append(x[:, : max(keep - start, 0)])
-    use = per_scan(accepted_moments.count >= 2, image)
+    use_accepted = accepted_moments.count >= 2
+    use = per_scan(use_accepted, image)
     mean = torch.where(use, accepted_moments.mean, all_moments.mean)
     std = torch.where(use, accepted_moments.std(), all_moments.std())
     presence = None if threshold is None else torch.where(use, accepted_moments.presence(), all_moments.presence())
     return PosteriorResult(
         mean=mean,
         std=std,
+        used=torch.where(use_accepted, accepted_moments.count, all_moments.count),
         chi2=torch.cat(chi2_parts, dim=1),
         accepted=torch.cat(accepted_parts, dim=1),
         chi2_mean=chi_square(op, mean, y, sigma),
@@ -168,7 +173,7 @@ def check_sampling(*, n_samples: int, temperature: float, chunk: int, chi2_tol: 
                    refine: AdamSettings | None = None) -> tuple[float, float | None, float | None]:
     """Check the settings of :func:`posterior_sampling` (same names and meaning); returns ``temperature``,
     ``chi2_tol`` and ``presence_threshold`` as floats (the last two may be ``None``)."""
-    check_count(n_samples, "n_samples", minimum=1)
+    check_count(n_samples, "n_samples", minimum=2)  # one sample has no spread
     check_count(chunk, "chunk", minimum=1)
     require(isinstance(keep, int) and 0 <= keep <= n_samples, f"must be an integer in [0, n_samples], got {keep}",
             "keep")
@@ -197,7 +202,8 @@ def _randomise_then_optimise(op: LinearOperator, y: torch.Tensor, sigma: torch.T
 
 def scan_values(result: PosteriorResult, *, scan_chi2_tol: float = 0.5) -> dict[str, torch.Tensor]:
     """One value per scan ``(B,)`` of a posterior result: ``acceptance``, the fraction of accepted samples;
-    ``chi2_median``, the median sample χ²; and ``scan_flag`` (bool), true where the whole scan is suspect.
+    ``samples``, the number of samples behind the mean and std (``result.used``); ``chi2_median``, the median
+    sample χ²; and ``scan_flag`` (bool), true where the whole scan is suspect.
 
     The rule: a scan is flagged when the χ² of its mean (``result.chi2_mean``) lies outside
     ``1 ± scan_chi2_tol``, or when none of its samples was accepted. Far above 1 the data hold what the prior
@@ -209,6 +215,7 @@ def scan_values(result: PosteriorResult, *, scan_chi2_tol: float = 0.5) -> dict[
     tol = check_number(scan_chi2_tol, "scan_chi2_tol")
     return {
         "acceptance": result.accepted.to(result.chi2.dtype).mean(1),
+        "samples": result.used,
         "chi2_median": result.chi2.quantile(0.5, dim=1),
         "scan_flag": ((result.chi2_mean - 1).abs() > tol) | ~result.accepted.any(1),
     }

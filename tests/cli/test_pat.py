@@ -155,6 +155,21 @@ def test_bad_method_setting_is_named_by_its_params_key_and_writes_nothing(run, t
     assert not out.exists()
 
 
+def test_evaluate_ranks_methods_by_their_paired_gains(run, tmp_path, capsys):
+    d, files, _ = run
+    args = ["evaluate", str(files["meas"]), *(str(files[m]) for m in ("bp", "cgls", "tv")),
+            "--plots", str(tmp_path / "p"), "--figures", str(tmp_path / "f"), "--n-figures", "0"]
+    assert main([*args, "--metrics", str(tmp_path / "m.json"), "--ranking", "bp", "tv"]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    plain = json.loads((d / "report" / "metrics.json").read_text())
+    for group in metrics:
+        tv = metrics[group]["tv"]
+        assert tv["psnr_gain_over_bp"] == pytest.approx(plain[group]["tv"]["psnr"] - plain[group]["bp"]["psnr"])
+        assert 0 <= tv["ssim_won_over_bp"] <= 1 and "psnr_gain_over_bp" not in metrics[group]["bp"]
+    assert main([*args, "--metrics", str(tmp_path / "bad.json"), "--ranking", "bp", "map"]) == 2
+    assert "ranking" in capsys.readouterr().err and not (tmp_path / "bad.json").exists()
+
+
 def test_evaluate_needs_ground_truth(run, tmp_path, capsys):
     _, files, _ = run
     meas = read_measurements(files["meas"])

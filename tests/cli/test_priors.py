@@ -51,8 +51,8 @@ def test_map_and_posterior_with_trained_priors_are_evaluated(trained):
     post = read_reconstructions(d / "posterior.h5")
     assert set(post.maps) == {"posterior_std", "posterior_presence", "posterior_flag_score", "posterior_flags"}
     assert np.all(post.maps["posterior_std"] >= 0)
-    assert set(post.per_scan) == {"posterior_chi2", "posterior_acceptance", "posterior_chi2_median",
-                                  "posterior_scan_flag"}
+    assert set(post.per_scan) == {"posterior_chi2", "posterior_acceptance", "posterior_samples",
+                                  "posterior_chi2_median", "posterior_scan_flag"}
     assert post.per_scan["posterior_scan_flag"].dtype == bool
     np.testing.assert_array_equal(post.per_scan["posterior_scan_flag"],
                                   (np.abs(post.per_scan["posterior_chi2"] - 1) > 0.5)

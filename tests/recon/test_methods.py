@@ -125,9 +125,10 @@ def posterior(case, y: torch.Tensor | None = None, **settings) -> dict[str, torc
 def test_posterior_scan_flag_is_off_for_in_distribution_data(tall_op):
     case = gaussian_case(tall_op, [0.1] * 4, conditional=True)
     values = posterior(case)
-    assert list(values) == ["chi2", "acceptance", "chi2_median", "scan_flag"]
+    assert list(values) == ["chi2", "acceptance", "samples", "chi2_median", "scan_flag"]
     assert values["scan_flag"].dtype == torch.bool and not values["scan_flag"].any()
     assert torch.all(values["acceptance"] == 1) and torch.all((values["chi2"] - 1).abs() < 0.3)
+    assert values["samples"].tolist() == [16.0] * 4
     assert torch.all(values["chi2_median"] > values["chi2"])  # a sample fits worse than the mean
 
 
@@ -172,17 +173,33 @@ def test_settings_fill_defaults_and_reject_unknown_keys():
         reconstruct("posterior", Problem(None, None, None, 1.0, prior=object()), {"scan_chi2_tol": -1.0})
 
 
+@pytest.mark.parametrize("conditional", [False, True])
+def test_map_weights_each_kind_of_prior_by_its_own_lam(dense_op, conditional):
+    case = gaussian_case(dense_op, [0.1, 0.1], conditional=conditional)
+    problem = Problem(case.op, case.y, case.sigma, 1.0, prior=case.prior)
+    fixed = {"init": "backprojection", "steps": 5, "tau": None}
+    per_kind = reconstruct("map", problem, {**fixed, "lam": {"marginal": 0.5, "conditional": 4.0}})
+    own = reconstruct("map", problem, {**fixed, "lam": 4.0 if conditional else 0.5})
+    other = reconstruct("map", problem, {**fixed, "lam": 0.5 if conditional else 4.0})
+    assert torch.equal(per_kind.maps["image"], own.maps["image"])
+    assert not torch.allclose(per_kind.maps["image"], other.maps["image"])
+
+
 @pytest.mark.parametrize(("method", "setting", "field"), [
     ("bp", {"filter": "hann"}, "reconstruct.bp.filter"),
     ("bp", {"nonneg": "yes"}, "reconstruct.bp.nonneg"),
     ("cgls", {"tol": "small"}, "reconstruct.cgls.tol"),
     ("tv", {"n_iter": 2.5}, "reconstruct.tv.n_iter"),
     ("map", {"init": "zeros"}, "reconstruct.map.init"),
+    ("map", {"lam": {"marginal": 3.0}}, "reconstruct.map.lam"),
+    ("map", {"lam": {"marginal": 3.0, "conditional": 1.0, "other": 2.0}}, "reconstruct.map.lam"),
+    ("map", {"lam": {"marginal": 3.0, "conditional": "one"}}, "reconstruct.map.lam.conditional"),
+    ("map", {"lam": -1.0}, "reconstruct.map.lam"),
     ("map", {"latent_steps": -1}, "reconstruct.map.latent_steps"),
     ("map", {"lr": 0.0}, "reconstruct.map.lr"),
     ("map_latent", {"model_error": -0.1}, "reconstruct.map_latent.model_error"),
     ("posterior", {"threshold": 2.0}, "reconstruct.posterior.threshold"),
-    ("posterior", {"n_samples": 0}, "reconstruct.posterior.n_samples"),
+    ("posterior", {"n_samples": 1}, "reconstruct.posterior.n_samples"),
     ("posterior", {"refine_steps": 5, "temperature": 0.0}, "reconstruct.posterior.temperature"),
 ])
 def test_bad_setting_values_are_named_by_their_params_key_before_any_work(method, setting, field):

@@ -102,6 +102,7 @@ def test_a_scan_without_consistent_samples_falls_back_to_all_and_shows_a_bad_mea
                                 generator=seeded())
     assert not result.accepted.any()
     torch.testing.assert_close(result.mean, result.samples.mean(1), rtol=0, atol=1e-12)
+    assert result.used.tolist() == [12.0] * len(case.y)
     assert torch.all(result.chi2_mean > 10)
 
 
@@ -118,6 +119,7 @@ def test_a_scan_with_one_accepted_sample_uses_all_samples_since_one_has_no_sprea
                                 generator=seeded())
     counts = result.accepted.sum(1)
     assert counts[lone] == 1 and (counts >= 2).any()
+    assert result.used.tolist() == [10 if n < 2 else n for n in counts.tolist()]
     s = draws.samples
     for b, n in enumerate(counts.tolist()):
         pick = s[b] if n < 2 else s[b][result.accepted[b]]
@@ -133,6 +135,7 @@ def test_scan_values_are_the_acceptance_the_median_sample_chi2_and_the_flag(case
     values = scan_values(result)
     chi2 = result.chi2.numpy()
     torch.testing.assert_close(values["acceptance"], result.accepted.double().sum(1) / 10, rtol=0, atol=0)
+    assert torch.equal(values["samples"], result.used)
     assert ((values["acceptance"] > 0) & (values["acceptance"] < 1)).any()
     torch.testing.assert_close(values["chi2_median"], torch.from_numpy(np.median(chi2, axis=1)), rtol=1e-12, atol=0)
     assert not values["scan_flag"].any()  # the mean fits (chi2_mean within 1 ± 0.5) and samples were accepted
@@ -142,8 +145,9 @@ def test_scan_flag_rule_on_chosen_values():
     """Mean χ² inside / on / outside the band 1 ± 0.5, and a scan without accepted samples."""
     chi2_mean = torch.tensor([1.0, 1.5, 0.4, 2.0, 1.0], dtype=torch.float64)
     accepted = torch.tensor([[True, False]] * 4 + [[False, False]])
-    result = PosteriorResult(mean=None, std=None, chi2=torch.ones(5, 2, dtype=torch.float64), accepted=accepted,
-                             chi2_mean=chi2_mean, presence=None, presence_threshold=None, samples=None)
+    result = PosteriorResult(mean=None, std=None, used=torch.full((5,), 2.0, dtype=torch.float64),
+                             chi2=torch.ones(5, 2, dtype=torch.float64), accepted=accepted, chi2_mean=chi2_mean,
+                             presence=None, presence_threshold=None, samples=None)
     assert scan_values(result)["scan_flag"].tolist() == [False, False, True, True, True]
     assert scan_values(result, scan_chi2_tol=2.0)["scan_flag"].tolist() == [False] * 4 + [True]
     assert scan_values(result)["acceptance"].tolist() == [0.5] * 4 + [0.0]
@@ -170,7 +174,7 @@ def test_a_marginal_prior_is_refused(dense_op):
 
 
 @pytest.mark.parametrize("change, field", [
-    ({"n_samples": 0}, "n_samples"), ({"chunk": 0}, "chunk"), ({"keep": 9}, "keep"),
+    ({"n_samples": 1}, "n_samples"), ({"chunk": 0}, "chunk"), ({"keep": 9}, "keep"),
     ({"temperature": -1.0}, "temperature"), ({"chi2_tol": -0.1}, "chi2_tol"),
     ({"presence_threshold": float("nan")}, "presence_threshold"),
 ])
