@@ -70,8 +70,9 @@ def per_scan_metrics(truth: np.ndarray, images: Mapping[str, np.ndarray],
     return out
 
 
-#: The metrics that :func:`add_paired_gains` compares, higher is better for each.
-PAIRED_METRICS = ("psnr", "ssim")
+#: The metrics that :func:`add_paired_gains` compares (higher is better for each), with the decimals the report
+#: shows them with.
+PAIRED_METRICS = {"psnr": 2, "ssim": 3}
 
 
 def add_paired_gains(per_scan: dict[str, dict[str, np.ndarray]], ranking: Sequence[str]) -> None:
@@ -174,11 +175,11 @@ def _gain_pairs(summaries: Summaries) -> list[tuple[str, str]]:
 
 
 def _gain_cell(r: Mapping[str, float], previous: str) -> str:
-    """Mean ± std of a method's paired PSNR and SSIM gains over ``previous``, and the fraction of scans won."""
-    digits = (("psnr", 2), ("ssim", 3))
+    """Mean ± std of a method's paired gains over ``previous`` (:data:`PAIRED_METRICS`), and the fractions of scans
+    won."""
     gains = " / ".join(f"{r[f'{k}_gain_over_{previous}']:+.{d}f} ± {r[f'{k}_gain_over_{previous}_std']:.{d}f}"
-                       for k, d in digits)
-    won = "/".join(f"{r[f'{k}_won_over_{previous}']:.0%}" for k, _ in digits)
+                       for k, d in PAIRED_METRICS.items())
+    won = "/".join(f"{r[f'{k}_won_over_{previous}']:.0%}" for k in PAIRED_METRICS)
     return f"{gains} (won {won})"
 
 
