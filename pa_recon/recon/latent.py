@@ -13,7 +13,7 @@ import torch
 from pa_recon.recon.adam import AdamSettings, minimise
 from pa_recon.recon.base import LinearOperator, batch_dot, require
 from pa_recon.recon.map_common import MAPResult, check_inputs, zero_latents
-from pa_recon.recon.prior_protocol import ImagePrior, prior_condition
+from pa_recon.recon.prior_protocol import Condition, ImagePrior, prior_condition
 
 #: Default settings: as :class:`AdamSettings` but 5× the learning rate, since latents are in units of the
 #: prior's standard deviation, not of the image.
@@ -48,7 +48,7 @@ def map_latent(
 
 
 def latent_descent(op: LinearOperator, y: torch.Tensor, sigma: torch.Tensor, prior: ImagePrior,
-                   cond: torch.Tensor | None, z: list[torch.Tensor], settings: AdamSettings) -> MAPResult:
+                   cond: Condition | None, z: list[torch.Tensor], settings: AdamSettings) -> MAPResult:
     """The descent of :func:`map_latent` on checked inputs: ``sigma`` ``(B,)``, the prior's condition ``cond``
     for ``y`` (``None`` for a marginal prior) and the start latents ``z`` (not modified)."""
     z, history, stopped, steps = minimise(

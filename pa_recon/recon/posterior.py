@@ -33,7 +33,8 @@ import torch
 from pa_recon.recon.adam import AdamSettings, check_sigma, minimise
 from pa_recon.recon.base import LinearOperator, batch_dot, check_count, check_data, check_number, per_scan, require
 from pa_recon.recon.map_common import chi_square
-from pa_recon.recon.prior_protocol import ImagePrior, check_prior, prior_condition
+from pa_recon.recon.prior_protocol import (Condition, ImagePrior, check_prior, prior_condition,
+                                           repeat_condition)
 
 
 class PosteriorResult(NamedTuple):
@@ -136,7 +137,7 @@ def posterior_sampling(
         k = min(chunk, n_samples - start)
         latents = [temperature * torch.randn((n_scans, k, *shape), generator=generator, dtype=y.dtype,
                                              device=y.device).flatten(0, 1) for shape in prior.latent_shapes()]
-        cond_k = None if cond is None else cond.repeat_interleave(k, dim=0)
+        cond_k = repeat_condition(cond, k)
         y_k, sigma_k = y.repeat_interleave(k, dim=0), sigma.repeat_interleave(k)
         if refine is not None:
             latents = _randomise_then_optimise(op, y_k, sigma_k, prior, cond_k, latents, temperature, refine,
@@ -186,7 +187,7 @@ def check_sampling(*, n_samples: int, temperature: float, chunk: int, chi2_tol: 
 
 
 def _randomise_then_optimise(op: LinearOperator, y: torch.Tensor, sigma: torch.Tensor, prior: ImagePrior,
-                             cond: torch.Tensor | None, draws: list[torch.Tensor], temperature: float,
+                             cond: Condition | None, draws: list[torch.Tensor], temperature: float,
                              settings: AdamSettings, generator: torch.Generator | None) -> list[torch.Tensor]:
     """RTO latents of the draws ``ζ`` (one list entry per latent level, batch ``B·k``) for data ``y`` ``(B·k, ...)``
     and noise std ``sigma`` ``(B·k,)``: minimise ``½‖A G(z; c) − (y + ε)‖²/σ² + ½‖z − ζ‖²/τ²`` from ``ζ``."""

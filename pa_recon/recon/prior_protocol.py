@@ -6,16 +6,25 @@ or scale is applied inside ``generate``), and ``encode`` is its inverse. That is
 term of the latent-space MAP and ``z ~ N(0, τ² I)`` the tempered sampler. ``nll`` is ``−log p(x | c)`` in nats
 per image; ``nll`` and ``generate`` are differentiable in their first argument. Images of one batch are scored
 independently (the prior is in evaluation mode), so summing per-image objectives never couples scans.
+
+The condition. ``condition`` makes ``c`` from the data; ``prepare_condition`` turns it into the form in which
+``nll`` and ``generate`` use it fastest (a conditional flow: its encoder's feature maps), once per scan, for the
+hundreds of calls of an iterative method. Both forms are a :data:`Condition` with the scans on the first axis of
+every tensor, and ``nll``, ``generate`` and ``encode`` take either.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, TypeAlias, runtime_checkable
 
 import torch
 
 from pa_recon.errors import PAReconError
 from pa_recon.recon.base import LinearOperator
+
+#: A condition: an image ``(B, C, nz, nx)`` or a sequence of feature maps, each ``(B, ...)``.
+Condition: TypeAlias = torch.Tensor | Sequence[torch.Tensor]
 
 
 @runtime_checkable
@@ -29,7 +38,11 @@ class ImagePrior(Protocol):
         a marginal prior."""
         ...
 
-    def nll(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def prepare_condition(self, cond: torch.Tensor) -> Condition:
+        """``cond`` (as :meth:`condition` returns it) in the form :meth:`nll` and :meth:`generate` use fastest."""
+        ...
+
+    def nll(self, x: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
         """``−log p(x | cond)`` of images ``(B, 1, nz, nx)`` in nats, shape ``(B,)``, differentiable in ``x``."""
         ...
 
@@ -37,11 +50,11 @@ class ImagePrior(Protocol):
         """Shape ``(C, H, W)`` of each latent of one image, without the batch axis."""
         ...
 
-    def generate(self, latents: list[torch.Tensor], cond: torch.Tensor | None = None) -> torch.Tensor:
+    def generate(self, latents: list[torch.Tensor], cond: Condition | None = None) -> torch.Tensor:
         """``x = G(z; cond)``: whitened latents (one ``(B, C, H, W)`` per shape) → images ``(B, 1, nz, nx)``."""
         ...
 
-    def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def encode(self, x: torch.Tensor, cond: Condition | None = None) -> list[torch.Tensor]:
         """``z = G⁻¹(x; cond)``: images ``(B, 1, nz, nx)`` → whitened latents."""
         ...
 
@@ -62,9 +75,23 @@ def check_prior(prior: object, *, conditional: bool | None = None) -> ImagePrior
 
 
 @torch.no_grad()
-def prior_condition(prior: ImagePrior, op: LinearOperator, y: torch.Tensor) -> torch.Tensor | None:
-    """The prior's condition for ``y`` (``None`` for a marginal prior), detached: it is data, not a variable."""
+def prior_condition(prior: ImagePrior, op: LinearOperator, y: torch.Tensor) -> Condition | None:
+    """The prior's prepared condition for ``y`` (``None`` for a marginal prior), detached: it is data, not a
+    variable."""
     if not prior.conditional:
         return None
     cond = prior.condition(op, y)
-    return None if cond is None else cond.detach()
+    if cond is None:
+        return None
+    prepared = prior.prepare_condition(cond)
+    return prepared.detach() if isinstance(prepared, torch.Tensor) else [f.detach() for f in prepared]
+
+
+def repeat_condition(cond: Condition | None, k: int) -> Condition | None:
+    """``cond`` with each scan's entry repeated ``k`` times in a row (batch ``B`` → ``B·k``), as for ``k`` samples
+    per scan."""
+    if cond is None:
+        return None
+    if isinstance(cond, torch.Tensor):
+        return cond.repeat_interleave(k, dim=0)
+    return [f.repeat_interleave(k, dim=0) for f in cond]

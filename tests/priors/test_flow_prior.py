@@ -93,6 +93,38 @@ def test_condition_is_the_amplitude_invariant_adjoint_image():
     assert make_prior("marginal", grid=GRID8).condition(op, y) is None
 
 
+def test_prepared_condition_gives_the_same_density_latents_and_images_as_the_image():
+    prior = make_prior("conditional")
+    x, cond = images(3), condition(3)
+    features = prior.prepare_condition(cond)
+    assert len(features) == len(prior.flow.cond_scales) and all(f.shape[0] == 3 for f in features)
+    torch.testing.assert_close(prior.nll(x, features), prior.nll(x, cond), rtol=1e-12, atol=1e-12)
+    latents = prior.encode(x, features)
+    for a, b in zip(latents, prior.encode(x, cond)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(prior.generate(latents, features), prior.generate(latents, cond), rtol=1e-12,
+                               atol=1e-12)
+    one = prior.prepare_condition(cond[:1])
+    torch.testing.assert_close(prior.nll(x, one), prior.nll(x, cond[:1].expand(3, -1, -1, -1)), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_prepare_condition_rejects_what_is_not_a_condition_image_of_this_prior():
+    conditional = make_prior("conditional")
+    features = conditional.prepare_condition(condition(2))
+    with pytest.raises(PAReconError, match="condition image"):
+        conditional.prepare_condition(features)
+    with pytest.raises(PAReconError, match="takes no condition"):
+        make_prior("marginal").prepare_condition(condition(2))
+    with pytest.raises(PAReconError, match="feature maps"):
+        conditional.nll(images(2), features[:-1])
+    with pytest.raises(PAReconError, match="batch"):
+        conditional.nll(images(3), features)
+    for bad in ([features[0], "c"], 3.0):
+        with pytest.raises(PAReconError, match="list of feature maps"):
+            conditional.nll(images(2), bad)
+
+
 def test_condition_rejects_an_operator_of_another_grid():
     prior = make_prior("conditional", dtype=torch.float32)
     op = PATOperator(GRID8, ARRAY8)

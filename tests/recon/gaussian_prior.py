@@ -15,12 +15,16 @@ from typing import Any
 
 import torch
 
+from pa_recon.recon.prior_protocol import Condition
+
 
 class GaussianPrior:
     """``N(mean, L Lᵀ)`` over images ``(B, *image_shape)``; the whitened latent ``z`` is split into latents of
     ``latent_shapes`` (sizes summing to the pixel count) to exercise multi-latent code paths.
 
-    Marginal when ``condition_fn`` is ``None``; otherwise ``condition(op, y) = condition_fn(y)`` is the mean.
+    Marginal when ``condition_fn`` is ``None``; otherwise ``condition(op, y) = condition_fn(y)`` is the mean, and
+    ``prepare_condition`` gives it as a list of one flat ``(B, n)`` "feature map", as a flow gives its encoder's
+    features, so the recon layer's code paths for both forms of a condition run.
     """
 
     def __init__(self, mean: torch.Tensor, chol: torch.Tensor, image_shape: tuple[int, ...],
@@ -31,13 +35,18 @@ class GaussianPrior:
         self.condition_fn = condition_fn
         self.conditional = condition_fn is not None
 
-    def _centre(self, cond: torch.Tensor | None, batch: int) -> torch.Tensor:
-        return cond.flatten(1) if self.conditional else self.mean.expand(batch, -1)
+    def _centre(self, cond: Condition | None, batch: int) -> torch.Tensor:
+        if not self.conditional:
+            return self.mean.expand(batch, -1)
+        return cond.flatten(1) if isinstance(cond, torch.Tensor) else cond[0]
 
     def condition(self, op: object, y: torch.Tensor) -> torch.Tensor | None:
         return self.condition_fn(y).reshape(y.shape[0], *self.image_shape) if self.condition_fn else None
 
-    def nll(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def prepare_condition(self, cond: torch.Tensor) -> list[torch.Tensor]:
+        return [cond.flatten(1)]
+
+    def nll(self, x: torch.Tensor, cond: Condition | None = None) -> torch.Tensor:
         w = torch.linalg.solve_triangular(self.chol, (x.flatten(1) - self._centre(cond, x.shape[0])).T, upper=False)
         n = w.shape[0]
         log_det = 2 * torch.log(torch.diagonal(self.chol)).sum()
@@ -46,11 +55,11 @@ class GaussianPrior:
     def latent_shapes(self) -> list[tuple[int, int, int]]:
         return list(self._latent_shapes)
 
-    def generate(self, latents: list[torch.Tensor], cond: torch.Tensor | None = None) -> torch.Tensor:
+    def generate(self, latents: list[torch.Tensor], cond: Condition | None = None) -> torch.Tensor:
         z = torch.cat([a.flatten(1) for a in latents], dim=1)
         return (self._centre(cond, z.shape[0]) + z @ self.chol.T).reshape(z.shape[0], *self.image_shape)
 
-    def encode(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def encode(self, x: torch.Tensor, cond: Condition | None = None) -> list[torch.Tensor]:
         d = x.flatten(1) - self._centre(cond, x.shape[0])
         z = torch.linalg.solve_triangular(self.chol, d.T, upper=False).T
         sizes = [math.prod(s) for s in self._latent_shapes]
