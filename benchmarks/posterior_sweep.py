@@ -7,11 +7,11 @@ Usage: ``python benchmarks/posterior_sweep.py [--params params.yaml] [--prior ou
 The validation scans are ``--n`` phantoms of the priors' training family (or of ``test_sets.<--test-set>``'s
 family) drawn with ``--seed`` (not a test-set seed), simulated at every SNR of ``simulate.snr_db``. Each (steps,
 rate, samples) runs the pipeline's ``posterior`` method with the params file's ``reconstruct.posterior`` settings,
-that ``refine_steps``, ``refine_lr`` and ``n_samples`` (default: the params file's), and the same sample seed. Prints a Markdown table per SNR: PSNR of the posterior
-mean (data range 1, against the block-averaged phantom), coverage of the 68 % and 95 % intervals, flag AUROC for
-errors above 0.2, the mean pixel std, the χ² of the mean against noise plus model error (1 for a data-consistent
-mean), the fraction of accepted samples, the fraction of scans flagged as a whole (``scan_flag``), and seconds per
-scan.
+that ``refine_steps``, ``refine_lr`` and ``n_samples`` (default: the params file's), and the same sample seed.
+Prints a Markdown table per SNR: PSNR of the posterior mean (data range 1, against the block-averaged phantom),
+coverage of the 68 % and 95 % intervals, flag AUROC for errors above 0.2, the mean pixel std, the χ² of the mean
+against noise plus model error (1 for a data-consistent mean), the fraction of accepted samples, the fraction of
+scans flagged as a whole (``scan_flag``), and seconds per scan.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def main() -> None:
         out = reconstruct("posterior", problem, settings)
         seconds = (time.perf_counter() - start) / len(y)
         mean, std, score = (out.maps[k][:, 0].numpy() for k in ("image", "std", "flag_score"))
-        likelihood_sigma = total_sigma(y, sigma, settings.get("model_error", 0.0))
+        likelihood_sigma = total_sigma(y, sigma, settings["model_error"])
         rows.append({"refine_steps": steps, "refine_lr": lr, "n_samples": n_samples, "snr_db": snr,
                      "psnr": float(np.mean(psnr(mean, scans.truth, data_range=1.0))),
                      **{f"coverage{round(100 * level)}": float(np.mean(interval_coverage(
@@ -75,7 +75,8 @@ def main() -> None:
     for r in rows:
         print(f"| {r['refine_steps']} | {r['refine_lr']:g} | {r['n_samples']} | {r['snr_db']:g} | {r['psnr']:.2f} | "
               f"{r['coverage68']:.3f} | {r['coverage95']:.3f} | {r['auroc']:.3f} | {r['std']:.3f} | "
-              f"{r['chi2_mean']:.2f} | {r['acceptance']:.0%} | {r['flagged_scans']:.0%} | {r['seconds_per_scan']:.2f} |")
+              f"{r['chi2_mean']:.2f} | {r['acceptance']:.0%} | {r['flagged_scans']:.0%} | "
+              f"{r['seconds_per_scan']:.2f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"params": args.params, "n": args.n, "seed": args.seed, "test_set": args.test_set,

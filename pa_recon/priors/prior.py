@@ -24,7 +24,7 @@ iterative reconstruction encodes each scan's ``c`` once, not at every step (the 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import torch
@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from pa_recon.errors import PAReconError
 from pa_recon.flows import Flow, FlowConfig, build_flow
+from pa_recon.flows.model import Cond
 from pa_recon.physics.geometry import Grid, LinearArray
 from pa_recon.priors.pretransform import SoftLogit
 
@@ -156,7 +157,7 @@ class FlowPrior(nn.Module):
             raise PAReconError("expected a condition image, not feature maps", field="cond")
         return list(self.flow.features(self._cond(cond, cond.shape[0]), cond.shape[0]).values())
 
-    def _cond(self, cond: Tensor | Sequence[Tensor] | None, batch: int) -> Tensor | list[Tensor] | None:
+    def _cond(self, cond: Cond, batch: int) -> Tensor | list[Tensor] | None:
         """Check that ``cond`` fits this prior and a batch of ``batch`` images (batch 1 is broadcast); feature maps
         are checked by the flow."""
         if not self.conditional:
@@ -180,18 +181,18 @@ class FlowPrior(nn.Module):
                                f"got {tuple(x.shape)}", field="x")
 
     # -------------------------------------------------------------------------------------------- likelihoods
-    def nll(self, x: Tensor, cond: Tensor | Sequence[Tensor] | None = None) -> Tensor:
+    def nll(self, x: Tensor, cond: Cond = None) -> Tensor:
         """``-log p(x [| cond])`` in nats, ``(B,)``, of images ``(B, 1, nz, nx)``; any real values (pixels
         outside ``[0, 1]`` are handled by the soft logit), differentiable in ``x`` and ``cond``."""
         self._check_images(x)
         y, logdet = self.pretransform(x)
         return -(self.flow.log_prob(y, self._cond(cond, x.shape[0])) + logdet)
 
-    def forward(self, x: Tensor, cond: Tensor | Sequence[Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, cond: Cond = None) -> Tensor:
         """Same as :meth:`nll` (so the trainer's ``compile`` option covers it)."""
         return self.nll(x, cond)
 
-    def bits_per_dim(self, x: Tensor, cond: Tensor | Sequence[Tensor] | None = None) -> Tensor:
+    def bits_per_dim(self, x: Tensor, cond: Cond = None) -> Tensor:
         """``nll / (nz nx log 2)``, ``(B,)``."""
         return self.nll(x, cond) / (x[0].numel() * math.log(2.0))
 
@@ -200,13 +201,13 @@ class FlowPrior(nn.Module):
         """Per-image latent shapes ``(C, H, W)``: one per split (fine to coarse), then the last."""
         return [(c, h, w) for c, h, w in self.flow.latent_shapes]
 
-    def encode(self, x: Tensor, cond: Tensor | Sequence[Tensor] | None = None) -> list[Tensor]:
+    def encode(self, x: Tensor, cond: Cond = None) -> list[Tensor]:
         """Whitened latents of images ``(B, 1, nz, nx)``: one ``(B, C, H, W)`` per :meth:`latent_shapes`."""
         self._check_images(x)
         y, _ = self.pretransform(x)
         return self.flow(y, self._cond(cond, x.shape[0])).latents
 
-    def generate(self, latents: list[Tensor], cond: Tensor | Sequence[Tensor] | None = None) -> Tensor:
+    def generate(self, latents: list[Tensor], cond: Cond = None) -> Tensor:
         """``x = G(z [; cond])``: whitened latents (as :meth:`encode` returns) → images ``(B, 1, nz, nx)``;
         the exact inverse of :meth:`encode`, differentiable in the latents."""
         shapes = self.latent_shapes()
