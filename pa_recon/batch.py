@@ -21,7 +21,16 @@ from pa_recon.data.hdf5io import n_scans, read_measurements
 from pa_recon.errors import PAReconError
 from pa_recon.physics import Grid, LinearArray, PATOperator
 from pa_recon.priors import FlowPrior, check_geometry, load_prior
-from pa_recon.recon import MethodOutput, Problem, method_settings, needs_prior, operator_norm, reconstruct
+from pa_recon.recon import (
+    MethodOutput,
+    MethodSpec,
+    Problem,
+    check_prior_kind,
+    method_settings,
+    needs_prior,
+    operator_norm,
+    reconstruct,
+)
 
 
 @dataclass(frozen=True)
@@ -30,7 +39,8 @@ class ReconJob:
 
     :func:`reconstruct_file` fills in ``op_norm`` (computed once, so every worker uses the same value) and
     ``threads``, the torch thread count every chunk runs with: it decides how matrix products split their sums,
-    so matching it makes workers' results bitwise equal to this process's.
+    so matching it makes workers' results bitwise equal to this process's. ``prior_kind`` ("marginal" or
+    "conditional") is the kind the ``prior`` file must be; ``None`` takes any kind the method works with.
     """
 
     measurements: str
@@ -41,6 +51,7 @@ class ReconJob:
     op_norm: float = 0.0
     threads: int = 0
     prior: str | None = None
+    prior_kind: str | None = None
     allow_geometry_mismatch: bool = False
 
 
@@ -85,12 +96,18 @@ def _prior(path: str, device: str) -> FlowPrior:
 
 
 def job_prior(job: ReconJob, op: PATOperator) -> FlowPrior | None:
-    """The job's prior (loaded once per process), checked against the operator's geometry; None without one."""
+    """The job's prior (loaded once per process), checked against the method (its kind, ``job.prior_kind`` where
+    given) and the operator's geometry; None without one."""
     if needs_prior(job.method) and job.prior is None:
         raise PAReconError(f"method {job.method!r} needs a prior", field="--prior")
     if job.prior is None:
         return None
     prior = _prior(job.prior, job.device)
+    if needs_prior(job.method):
+        try:
+            check_prior_kind(MethodSpec(job.method, job.prior_kind), prior.conditional)
+        except PAReconError as error:
+            raise PAReconError(error.message, file=job.prior, field="--prior") from None
     check_geometry(prior, op.grid, op.array, allow_mismatch=job.allow_geometry_mismatch)
     return prior
 

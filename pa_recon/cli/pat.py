@@ -25,7 +25,7 @@ from pa_recon.data.ipasc import import_ipasc
 from pa_recon.data.phantoms import downsample
 from pa_recon.errors import PAReconError
 from pa_recon.physics import Grid, MeasurementSimulator, estimate_noise_sigma
-from pa_recon.recon import METHODS, method_settings
+from pa_recon.recon import method_names, method_settings, parse_method
 from pa_recon.report import (
     add_paired_gains,
     per_scan_metrics,
@@ -92,13 +92,14 @@ def cmd_import_ipasc(args: argparse.Namespace) -> None:
 
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     """Reconstruct every scan of a measurement file with one method, in chunks, here or on a dask cluster."""
-    overrides = load_params(args.params, "reconstruct").get(args.method, {}) if args.params else {}
-    job = ReconJob(args.measurements, args.method, method_settings(args.method, overrides),
+    spec = parse_method(args.method)
+    overrides = load_params(args.params, "reconstruct").get(spec.method, {}) if args.params else {}
+    job = ReconJob(args.measurements, spec.method, method_settings(spec.method, overrides),
                    device=str(pick_device(args.device)), seed=args.seed, prior=args.prior,
-                   allow_geometry_mismatch=args.allow_geometry_mismatch)
+                   prior_kind=spec.prior_kind, allow_geometry_mismatch=args.allow_geometry_mismatch)
     out = reconstruct_file(job, args.batch_size, scheduler=args.scheduler, address=args.address,
                            n_workers=args.workers)
-    name = args.name or args.method
+    name = args.name or spec.name
     grid = read_measurements(args.measurements, stop=1).grid
     attrs = {"method": args.method, "prior": Path(args.prior).name if args.prior else "",
              **{f"settings_{k}": str(v) for k, v in job.settings.items()}}
@@ -192,13 +193,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("reconstruct", help="measurements → reconstructions (HDF5)")
     p.add_argument("measurements")
-    p.add_argument("--method", required=True, choices=sorted(METHODS))
+    p.add_argument("--method", required=True, metavar="METHOD",
+                   help=f"one of {', '.join(method_names())}; a -marginal or -conditional suffix checks the prior's "
+                        "kind, and names the output <method>_<kind> (settings: reconstruct.<method>)")
     p.add_argument("--out", required=True)
     p.add_argument("--params", help="params file whose reconstruct.<method> section overrides the defaults")
     p.add_argument("--prior", help="prior file (.pt) for the methods that need one")
     p.add_argument("--allow-geometry-mismatch", action="store_true",
                    help="use a prior trained for another pixel size or array (warns)")
-    p.add_argument("--name", help="name of the reconstruction in the output (default: the method)")
+    p.add_argument("--name", help="name of the reconstruction in the output (default: METHOD, with _ for -)")
     p.add_argument("--batch-size", type=int, default=16, help="scans per chunk")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--seed", type=int, default=0, help="seed of the random draws (posterior samples)")

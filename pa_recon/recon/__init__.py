@@ -24,7 +24,18 @@ from pa_recon.recon.hallucination import (
 from pa_recon.recon.latent import map_latent
 from pa_recon.recon.map import map_image
 from pa_recon.recon.map_common import MAPResult, chi_square, total_sigma
-from pa_recon.recon.methods import METHODS, MethodOutput, Problem, method_settings, needs_prior, reconstruct
+from pa_recon.recon.methods import (
+    METHODS,
+    MethodOutput,
+    MethodSpec,
+    Problem,
+    check_prior_kind,
+    method_names,
+    method_settings,
+    needs_prior,
+    parse_method,
+    reconstruct,
+)
 from pa_recon.recon.posterior import PosteriorResult, posterior_sampling, scan_values
 from pa_recon.recon.prior_protocol import ImagePrior
 from pa_recon.recon.tv import gradient, gradient_adjoint, total_variation, tv_reconstruction
@@ -39,11 +50,13 @@ __all__ = [
     "LinearOperator",
     "MAPResult",
     "MethodOutput",
+    "MethodSpec",
     "PosteriorResult",
     "Problem",
     "ReconResult",
     "back_projection",
     "cgls",
+    "check_prior_kind",
     "chi_square",
     "gradient",
     "gradient_adjoint",
@@ -52,10 +65,12 @@ __all__ = [
     "least_squares_scale",
     "map_image",
     "map_latent",
+    "method_names",
     "method_settings",
     "needs_prior",
     "null_space_component",
     "operator_norm",
+    "parse_method",
     "posterior_sampling",
     "ramp_filter",
     "reconstruct",

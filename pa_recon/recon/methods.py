@@ -65,12 +65,13 @@ Method = Callable[[Problem, Mapping[str, Any]], MethodOutput]
 
 
 class MethodEntry(NamedTuple):
-    """A named method: ``run``, its ``defaults``, whether it ``needs_prior``, and ``check``, which raises a
-    :class:`~pa_recon.errors.PAReconError` (field: the setting's key) for a bad value in full settings."""
+    """A named method: ``run``, its ``defaults``, the ``prior_kinds`` it works with (empty: it takes no prior),
+    and ``check``, which raises a :class:`~pa_recon.errors.PAReconError` (field: the setting's key) for a bad value
+    in full settings."""
 
     run: Method
     defaults: dict[str, Any]
-    needs_prior: bool
+    prior_kinds: tuple[str, ...]
     check: Callable[[Mapping[str, Any]], None]
 
 
@@ -202,15 +203,16 @@ def _check_posterior(s: Mapping[str, Any]) -> None:
 _ADAM = {"steps": 500, "lr": 1e-2, "lr_decay": 0.1, "tau": 1.0, "check_every": 10, "cuda_graph": True}
 _LIKELIHOOD = {"model_error": 0.0}
 
-#: name → :class:`MethodEntry` (method, default settings, whether it needs a prior, settings check). The prior methods
-#: work with a marginal or a conditional prior alike (the prior decides); ``posterior`` needs a conditional one.
+#: name → :class:`MethodEntry` (method, default settings, the kinds of prior it takes, settings check). ``map`` and
+#: ``map_latent`` work with a marginal or a conditional prior alike (the prior decides); ``posterior`` needs a
+#: conditional one.
 #:
 #: ``cuda_graph`` (MAP, latent MAP, the posterior's refinement): replay each Adam step as a captured CUDA graph on a
 #: GPU (see :class:`~pa_recon.recon.adam.AdamSettings`).
 #:
 #: ``model_error`` (MAP, latent MAP, posterior): the operator's error relative to the data's RMS, added to the noise
-#: in the data term (:func:`~pa_recon.recon.map_common.total_sigma`); the discrepancy stop and the posterior's χ² acceptance
-#: and scan flag use that total too. The per-scan ``chi2`` of every method stays against the noise σ alone.
+#: in the data term (:func:`~pa_recon.recon.map_common.total_sigma`); the discrepancy stop and the posterior's χ²
+#: acceptance and scan flag use that total too. The per-scan ``chi2`` of every method stays against the noise σ alone.
 #:
 #: ``map`` with ``init: latent`` (``auto`` for a conditional prior) starts from a latent-space MAP of ``latent_steps``
 #: steps (the ``map_latent`` defaults otherwise); see :func:`~pa_recon.recon.map.map_image`. Its prior weight ``lam``
@@ -226,25 +228,69 @@ _LIKELIHOOD = {"model_error": 0.0}
 #: gives ``acceptance``, ``chi2_median`` and ``scan_flag`` by the rule of
 #: :func:`~pa_recon.recon.posterior.scan_values` with ``scan_chi2_tol``.
 REGISTRY: dict[str, MethodEntry] = {
-    "bp": MethodEntry(_bp, {"filter": "none", "nonneg": True}, False, _check_bp),
-    "cgls": MethodEntry(_cgls, {"lam_fraction": 1e-3, "n_iter": 50, "tol": 1e-6}, False, _check_cgls),
-    "tv": MethodEntry(_tv, {"lam_fraction": TV_LAM_FRACTION, "n_iter": TV_ITERS, "nonneg": True}, False, _check_tv),
-    "map": MethodEntry(_map, {"lam": 1.0, "init": "auto", "latent_steps": 200, **_ADAM, **_LIKELIHOOD}, True,
+    "bp": MethodEntry(_bp, {"filter": "none", "nonneg": True}, (), _check_bp),
+    "cgls": MethodEntry(_cgls, {"lam_fraction": 1e-3, "n_iter": 50, "tol": 1e-6}, (), _check_cgls),
+    "tv": MethodEntry(_tv, {"lam_fraction": TV_LAM_FRACTION, "n_iter": TV_ITERS, "nonneg": True}, (), _check_tv),
+    "map": MethodEntry(_map, {"lam": 1.0, "init": "auto", "latent_steps": 200, **_ADAM, **_LIKELIHOOD}, PRIOR_KINDS,
                        _check_map),
-    "map_latent": MethodEntry(_map_latent, {**_ADAM, "lr": 5e-2, **_LIKELIHOOD}, True, _check_map_latent),
+    "map_latent": MethodEntry(_map_latent, {**_ADAM, "lr": 5e-2, **_LIKELIHOOD}, PRIOR_KINDS, _check_map_latent),
     "posterior": MethodEntry(_posterior, {"n_samples": 32, "temperature": 1.0, "chunk": 8, "chi2_tol": 0.5,
                                           "presence_threshold": 0.2, "std_scale": 0.2, "null_scale": 0.2,
                                           "weights": [1.0, 1.0, 1.0], "threshold": 0.5, "min_size": 4,
                                           "scan_chi2_tol": 0.5, "refine_steps": 0, "refine_lr": 5e-2,
-                                          "cuda_graph": True, **_LIKELIHOOD}, True, _check_posterior),
+                                          "cuda_graph": True, **_LIKELIHOOD}, ("conditional",), _check_posterior),
 }
 METHODS = tuple(REGISTRY)
+
+
+class MethodSpec(NamedTuple):
+    """A method as the command line names it: a registered ``method`` and, for a prior method, the ``prior_kind``
+    (one of :data:`PRIOR_KINDS`) that its prior must be, or ``None`` to take either."""
+
+    method: str
+    prior_kind: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The default name of its reconstruction: ``method`` or ``<method>_<prior_kind>``."""
+        return "_".join(filter(None, self))
+
+
+def method_names() -> list[str]:
+    """Every name :func:`parse_method` takes: the methods, and each prior method with ``-<kind>`` for the kinds of
+    prior it takes."""
+    return [*METHODS, *(f"{m}-{kind}" for m in METHODS for kind in REGISTRY[m].prior_kinds)]
+
+
+def parse_method(spec: str) -> MethodSpec:
+    """``"map"`` → ``("map", None)``; ``"map-conditional"`` or ``"map_conditional"`` → ``("map", "conditional")``;
+    anything else is an error that lists :func:`method_names`."""
+    if spec in REGISTRY:
+        return MethodSpec(spec)
+    for kind in PRIOR_KINDS:
+        for base in (spec.removesuffix(f"-{kind}"), spec.removesuffix(f"_{kind}")):
+            if base != spec and base in REGISTRY and kind in REGISTRY[base].prior_kinds:
+                return MethodSpec(base, kind)
+    raise PAReconError(f"unknown method {spec!r}; choose one of {', '.join(method_names())}", field="method")
 
 
 def needs_prior(method: str) -> bool:
     """Whether ``method`` reconstructs with a learned prior."""
     method_settings(method)
-    return REGISTRY[method].needs_prior
+    return bool(REGISTRY[method].prior_kinds)
+
+
+def check_prior_kind(spec: MethodSpec, conditional: bool) -> None:
+    """Raise a :class:`~pa_recon.errors.PAReconError` (field ``prior``) unless a prior that is ``conditional`` (or
+    marginal) suits ``spec``: one of the kinds its method takes, and ``spec.prior_kind`` where that is given."""
+    method_settings(spec.method)
+    kind = PRIOR_KINDS[bool(conditional)]
+    wanted = (spec.prior_kind,) if spec.prior_kind else REGISTRY[spec.method].prior_kinds
+    name = "-".join(filter(None, spec))
+    if not wanted:
+        raise PAReconError(f"method {name!r} takes no prior", field="prior")
+    if kind not in wanted:
+        raise PAReconError(f"method {name!r} needs a {' or '.join(wanted)} prior, not a {kind} one", field="prior")
 
 
 def method_settings(method: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -270,7 +316,7 @@ def reconstruct(method: str, problem: Problem, settings: Mapping[str, Any] | Non
     """Run the named method; its maps (``"image"`` ``(B, 1, nz, nx)`` and others) and per-scan values, with
     ``"chi2"`` first (see :class:`MethodOutput`)."""
     full = method_settings(method, settings)
-    if REGISTRY[method].needs_prior and problem.prior is None:
+    if REGISTRY[method].prior_kinds and problem.prior is None:
         raise PAReconError(f"method {method!r} needs a prior (--prior PRIOR.pt)", field="prior")
     out = REGISTRY[method].run(problem, full)
     return replace(out, per_scan={"chi2": _chi_square(problem, out.maps["image"]), **out.per_scan})

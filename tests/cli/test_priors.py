@@ -43,11 +43,13 @@ def trained(tmp_path_factory):
 
 def test_map_and_posterior_with_trained_priors_are_evaluated(trained):
     d, params = trained
-    runs = [("map", "marginal", "map_marginal"), ("map_latent", "conditional", "map_latent_conditional"),
-            ("posterior", "conditional", "posterior")]
+    # A method named with its prior's kind gets the output name <method>_<kind>; a bare one takes --name.
+    runs = [("map-marginal", "marginal", "map_marginal"), ("map_latent", "conditional", "map_latent_conditional"),
+            ("posterior-conditional", "conditional", "posterior")]
     for method, kind, name in runs:
+        named = [] if method.replace("-", "_") == name else ["--name", name]
         assert main(["reconstruct", str(d / "meas.h5"), "--method", method, "--prior", str(d / kind / "prior.pt"),
-                     "--name", name, "--params", str(params), "--out", str(d / f"{name}.h5"), "--device", "cpu"]) == 0
+                     *named, "--params", str(params), "--out", str(d / f"{name}.h5"), "--device", "cpu"]) == 0
     post = read_reconstructions(d / "posterior.h5")
     assert set(post.maps) == {"posterior_std", "posterior_presence", "posterior_flag_score", "posterior_flags"}
     assert np.all(post.maps["posterior_std"] >= 0)
@@ -89,4 +91,28 @@ def test_method_without_prior_and_prior_of_another_geometry_are_refused(trained,
                  str(d / "marginal" / "prior.pt"), "--out", str(tmp_path / "o.h5"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "prior.pt: geometry:" in err and "--allow-geometry-mismatch" in err
+    assert not (tmp_path / "o.h5").exists()
+
+
+@pytest.mark.parametrize("method, kind, message", [
+    ("map-conditional", "marginal", "'map-conditional' needs a conditional prior, not a marginal one"),
+    ("map_latent-marginal", "conditional", "'map_latent-marginal' needs a marginal prior, not a conditional one"),
+    ("posterior", "marginal", "'posterior' needs a conditional prior, not a marginal one"),
+])
+def test_a_prior_of_the_wrong_kind_is_refused_before_any_output(trained, tmp_path, capsys, method, kind, message):
+    d, params = trained
+    out = tmp_path / "o.h5"
+    assert main(["reconstruct", str(d / "meas.h5"), "--method", method, "--prior", str(d / kind / "prior.pt"),
+                 "--params", str(params), "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert f"{d / kind / 'prior.pt'}: --prior: method {message}" in err
+    assert not out.exists()
+
+
+def test_an_unknown_method_name_lists_the_known_ones(trained, tmp_path, capsys):
+    d, _ = trained
+    assert main(["reconstruct", str(d / "meas.h5"), "--method", "tv-conditional", "--out",
+                 str(tmp_path / "o.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'tv-conditional'" in err and "map-conditional" in err and "posterior-marginal" not in err
     assert not (tmp_path / "o.h5").exists()

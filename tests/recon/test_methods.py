@@ -14,9 +14,13 @@ from pa_recon.recon import (
     back_projection,
     cgls,
     map_latent,
+    MethodSpec,
+    check_prior_kind,
+    method_names,
     method_settings,
     needs_prior,
     operator_norm,
+    parse_method,
     reconstruct,
     tv_reconstruction,
 )
@@ -208,3 +212,36 @@ def test_bad_setting_values_are_named_by_their_params_key_before_any_work(method
     # No problem is touched: the settings fail first.
     with pytest.raises(PAReconError, match=f"^{field}: "):
         reconstruct(method, Problem(None, None, None, 1.0, prior=object()), setting)
+
+
+def test_method_names_parse_to_a_method_and_the_kind_of_prior_it_takes():
+    assert parse_method("tv") == MethodSpec("tv", None) and parse_method("tv").name == "tv"
+    assert parse_method("map-conditional") == parse_method("map_conditional") == MethodSpec("map", "conditional")
+    assert parse_method("map_latent-marginal") == parse_method("map_latent_marginal") == MethodSpec("map_latent",
+                                                                                                 "marginal")
+    assert parse_method("map_latent_marginal").name == "map_latent_marginal"
+    for name in method_names():
+        spec = parse_method(name)
+        assert "-".join(filter(None, spec)) == name
+        assert needs_prior(spec.method) or spec.prior_kind is None
+
+
+@pytest.mark.parametrize("name", ["tv-conditional", "posterior-marginal", "map-", "map-joint", "MAP", ""])
+def test_a_name_outside_the_list_is_refused_with_the_list(name):
+    with pytest.raises(PAReconError, match="unknown method .*map-conditional"):
+        parse_method(name)
+
+
+@pytest.mark.parametrize("spec, conditional, message", [
+    ("map", False, None), ("map", True, None), ("map-marginal", False, None), ("posterior", True, None),
+    ("map-conditional", False, "needs a conditional prior, not a marginal one"),
+    ("map_latent-marginal", True, "needs a marginal prior, not a conditional one"),
+    ("posterior", False, "needs a conditional prior, not a marginal one"),
+    ("cgls", True, "takes no prior"),
+])
+def test_the_prior_kind_check(spec, conditional, message):
+    if message is None:
+        check_prior_kind(parse_method(spec), conditional)
+    else:
+        with pytest.raises(PAReconError, match=message):
+            check_prior_kind(parse_method(spec), conditional)
