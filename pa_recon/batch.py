@@ -98,12 +98,13 @@ def _prior(path: str, device: str) -> FlowPrior:
 def job_prior(job: ReconJob, op: PATOperator) -> FlowPrior | None:
     """The job's prior (loaded once per process), checked against the method (its kind, ``job.prior_kind`` where
     given) and the operator's geometry; None without one."""
-    if needs_prior(job.method) and job.prior is None:
-        raise PAReconError(f"method {job.method!r} needs a prior", field="--prior")
+    uses_prior = needs_prior(job.method)
     if job.prior is None:
+        if uses_prior:
+            raise PAReconError(f"method {job.method!r} needs a prior", field="--prior")
         return None
     prior = _prior(job.prior, job.device)
-    if needs_prior(job.method):
+    if uses_prior:
         try:
             check_prior_kind(MethodSpec(job.method, job.prior_kind), prior.conditional)
         except PAReconError as error:
