@@ -255,11 +255,16 @@ class MethodSpec(NamedTuple):
         """The default name of its reconstruction: ``method`` or ``<method>_<prior_kind>``."""
         return "_".join(filter(None, self))
 
+    @property
+    def label(self) -> str:
+        """Its command-line spelling: ``method`` or ``<method>-<prior_kind>``."""
+        return "-".join(filter(None, self))
+
 
 def method_names() -> list[str]:
     """Every name :func:`parse_method` takes: the methods, and each prior method with ``-<kind>`` for the kinds of
     prior it takes."""
-    return [*METHODS, *(f"{m}-{kind}" for m in METHODS for kind in REGISTRY[m].prior_kinds)]
+    return [*METHODS, *(MethodSpec(m, kind).label for m in METHODS for kind in REGISTRY[m].prior_kinds)]
 
 
 def parse_method(spec: str) -> MethodSpec:
@@ -286,11 +291,11 @@ def check_prior_kind(spec: MethodSpec, conditional: bool) -> None:
     method_settings(spec.method)
     kind = PRIOR_KINDS[bool(conditional)]
     wanted = (spec.prior_kind,) if spec.prior_kind else REGISTRY[spec.method].prior_kinds
-    name = "-".join(filter(None, spec))
     if not wanted:
-        raise PAReconError(f"method {name!r} takes no prior", field="prior")
+        raise PAReconError(f"method {spec.label!r} takes no prior", field="prior")
     if kind not in wanted:
-        raise PAReconError(f"method {name!r} needs a {' or '.join(wanted)} prior, not a {kind} one", field="prior")
+        raise PAReconError(f"method {spec.label!r} needs a {' or '.join(wanted)} prior, not a {kind} one",
+                           field="prior")
 
 
 def method_settings(method: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -222,7 +222,7 @@ def test_method_names_parse_to_a_method_and_the_kind_of_prior_it_takes():
     assert parse_method("map_latent_marginal").name == "map_latent_marginal"
     for name in method_names():
         spec = parse_method(name)
-        assert "-".join(filter(None, spec)) == name
+        assert spec.label == name
         assert needs_prior(spec.method) or spec.prior_kind is None
 
 
