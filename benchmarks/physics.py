@@ -66,8 +66,8 @@ def main() -> None:
     print("| solver | device | batch | forward ms/image | adjoint ms/image | rel. L2 error vs analytic |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['solver']} | {r['device']} | {r['batch']} | {r['forward_ms_per_image']:.2f} | "
-              f"{r['adjoint_ms_per_image']:.2f} | {r['relative_error']:.1e} |")
+        print(f"| {r['solver']} | {r['device']} | {r['batch']} | {r['forward_ms_per_image']:.3g} | "
+              f"{r['adjoint_ms_per_image']:.3g} | {r['relative_error']:.1e} |")
     for device in devices:
         per_device = [r for r in rows if r["device"] == device]
         stepper_ms = per_device[-1]["forward_ms_per_image"]

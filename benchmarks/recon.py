@@ -1,7 +1,8 @@
 """Speed of reconstruction with a flow prior: image-space MAP on one scan and 100 posterior samples.
 
 Usage: ``python benchmarks/recon.py [--params params.yaml] [--prior-params profiles/gpu.yaml] [--devices cpu cuda]
-[--modes graph eager] [--parts map batch posterior] [--batch 16] [--json out.json]``. The geometry comes
+[--modes graph eager] [--parts map batch posterior] [--batch 16] [--compile] [--cudnn-benchmark] [--profile N]
+[--json out.json]``. The geometry comes
 from ``--params``; the priors' architectures from ``--prior-params`` (default: the same file), built untrained
 (speed does not depend on the weights). Prints, per device (CPU, and CUDA when present) and way of running the
 Adam steps (``--modes``: op by op, or replayed as a captured CUDA graph): seconds for MAP
@@ -13,6 +14,12 @@ together (conditional prior), for 100 posterior samples of one scan (conditional
 samples refined by ``reconstruct.posterior.refine_steps`` steps of randomise-then-optimise (when set). On CUDA a
 float64 check first confirms that CUDA-graph steps give the same iterates as op-by-op ones. Goals: MAP ≤ 2 s on a
 GPU, ≤ 60 s on the 2-core CPU; 100 samples ≤ 1 s on a GPU.
+
+``--compile`` compiles the priors' passes (``FlowPrior.compile_passes``); the first MAP call column then holds the
+compilation. ``--cudnn-benchmark`` lets cuDNN time its convolution algorithms for each shape first (off by
+default, as in ``pa-recon reconstruct``). ``--profile N`` first prints, per device and prior, where the time of one
+op-by-op MAP step on one scan goes (from N profiled steps): the kernels (CUDA) or operators (CPU) with the most
+time. Each figure is also printed as soon as it is measured.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from pa_recon.bench.runs import median_seconds
 from pa_recon.cli.common import geometry_from_params, load_params
@@ -47,12 +55,15 @@ def test_problem(op: PATOperator, n_scans: int) -> tuple[torch.Tensor, torch.Ten
 
 
 def frozen_priors(flows: dict, grid: Grid, array: LinearArray, device: str,
-                  dtype: torch.dtype = torch.float32) -> dict[str, FlowPrior]:
-    """Untrained marginal and conditional priors of the configured architectures, without gradients."""
+                  dtype: torch.dtype = torch.float32, compile_passes: bool = False) -> dict[str, FlowPrior]:
+    """Untrained marginal and conditional priors of the configured architectures, without gradients (their passes
+    compiled when ``compile_passes``)."""
     priors = {}
     for kind in KINDS:
         prior = FlowPrior(flow_config_for(kind, flows[kind], grid), grid, array).to(device=device, dtype=dtype).eval()
         priors[kind] = prior.requires_grad_(False)
+        if compile_passes:
+            prior.compile_passes()
     return priors
 
 
@@ -100,12 +111,42 @@ def first_and_median(fn: Callable[[], object], device: str) -> tuple[float, floa
     return time.perf_counter() - start, median_seconds(fn, device, 1)
 
 
+def step_profile(grid: Grid, array: LinearArray, flows: dict, device: str, steps: int, top: int = 12) -> str:
+    """Per prior: operator calls (CUDA kernels on CUDA) and their time per op-by-op image-MAP step on one scan,
+    averaged over ``steps`` profiled steps after an unprofiled run (the start image, made once, spread over them),
+    with the ``top`` entries by own time."""
+    op = PATOperator(grid, array, device=device)
+    y, sigma = test_problem(op, 1)
+    adam = AdamSettings(steps=steps, tau=0.0, cuda_graph=False)
+    cuda = device == "cuda"
+    lines = []
+    for kind, prior in frozen_priors(flows, grid, array, device).items():
+        def run(p: FlowPrior = prior) -> None:
+            map_image(op, y, sigma, p, x0="backprojection", settings=adam)
+            if cuda:
+                torch.cuda.synchronize()
+        run()
+        with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+            run()
+        # map_image evaluates the objective steps + 1 times; the per-step figures divide by that.
+        events = [e for e in prof.key_averages() if not cuda or e.device_type.name == "CUDA"]
+        own = (lambda e: e.self_device_time_total) if cuda else (lambda e: e.self_cpu_time_total)
+        events.sort(key=own, reverse=True)
+        per = steps + 1
+        lines.append(f"{kind} prior, {device}: {sum(e.count for e in events) / per:.0f} "
+                     f"{'kernels' if cuda else 'operator calls'} and {sum(map(own, events)) / per / 1e3:.2f} ms "
+                     f"{'of GPU time' if cuda else 'own CPU time (nested calls counted once)'} per step")
+        lines += [f"  {own(e) / per / 1e3:8.3f} ms  {e.count / per:6.1f}×  {e.key[:100]}" for e in events[:top]]
+    return "\n".join(lines)
+
+
 def timings(grid: Grid, array: LinearArray, flows: dict, settings: dict, device: str, mode: str, batch: int,
-            parts: list[str]) -> dict:
-    """One row of the table: seconds for each reconstruction of ``parts`` on ``device``, steps run as ``mode``."""
+            parts: list[str], compile_passes: bool = False) -> dict:
+    """One row of the table: seconds for each reconstruction of ``parts`` on ``device``, steps run as ``mode``,
+    the priors' passes compiled when ``compile_passes``."""
     op = PATOperator(grid, array, device=device)
     y, sigma = test_problem(op, batch)
-    priors = frozen_priors(flows, grid, array, device)
+    priors = frozen_priors(flows, grid, array, device, compile_passes=compile_passes)
     map_settings = method_settings("map", settings.get("map"))
     steps, latent_steps = int(map_settings["steps"]), int(map_settings["latent_steps"])
     posterior = method_settings("posterior", settings.get("posterior"))
@@ -114,35 +155,40 @@ def timings(grid: Grid, array: LinearArray, flows: dict, settings: dict, device:
     adam = AdamSettings(steps=steps, tau=0.0, **MODES[mode])
     row = {"device": device, "mode": mode, "map_steps": steps, "batch": batch,
            "refine_steps": int(posterior["refine_steps"])}
+
+    def put(column: str, seconds: float) -> None:
+        row[column] = seconds
+        print(f"  {device}, {mode}: {COLUMNS[column]} {seconds:.3g}", flush=True)
+
     if "map" in parts:
         for kind, prior in priors.items():
             first, later = first_and_median(
                 lambda p=prior: map_image(op, y[:1], sigma[:1], p, x0="backprojection", settings=adam), device)
-            row[f"map_{kind}_s"] = later
             if kind == "marginal":
-                row["map_marginal_first_s"] = first
+                put("map_marginal_first_s", first)
+            put(f"map_{kind}_s", later)
         # The starts as map_image makes them: zero image-space steps leave one evaluation of the objective.
         norm = operator_norm(op, device=device)
         latent = replace(adam, steps=latent_steps, lr=LATENT_SETTINGS.lr)
         for column, kind, start in (("tv_start_s", "marginal", "tv"), ("latent_start_s", "conditional", "latent")):
-            row[column] = median_seconds(
+            put(column, median_seconds(
                 lambda p=priors[kind], x0=start: map_image(op, y[:1], sigma[:1], p, x0=x0, op_norm=norm,
                                                            settings=replace(adam, steps=0), latent_settings=latent),
-                device, 1)
+                device, 1))
         row["latent_steps"] = latent_steps
     if "batch" in parts:
-        row["map_conditional_batch_s_per_scan"] = median_seconds(
+        put("map_conditional_batch_s_per_scan", median_seconds(
             lambda: map_image(op, y, sigma, priors["conditional"], x0="backprojection", settings=adam), device,
-            1) / batch
+            1) / batch)
     if "posterior" in parts:
-        row["posterior_100_s"] = median_seconds(
+        put("posterior_100_s", median_seconds(
             lambda: posterior_sampling(op, y[:1], sigma[:1], priors["conditional"], n_samples=100, chunk=50,
-                                       chi2_tol=None), device, 1)
+                                       chi2_tol=None), device, 1))
         if row["refine_steps"]:
             refine = AdamSettings(steps=row["refine_steps"], lr=posterior["refine_lr"], tau=None, **MODES[mode])
-            row["posterior_100_refined_s"] = median_seconds(
+            put("posterior_100_refined_s", median_seconds(
                 lambda: posterior_sampling(op, y[:1], sigma[:1], priors["conditional"], n_samples=100, chunk=50,
-                                           chi2_tol=None, refine=refine), device, 1)
+                                           chi2_tol=None, refine=refine), device, 1))
     return row
 
 
@@ -158,6 +204,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="scans reconstructed together for the per-scan figure")
     parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                         help="on CUDA, first check in float64 that CUDA-graph steps equal op-by-op ones")
+    parser.add_argument("--cudnn-benchmark", action="store_true",
+                        help="let cuDNN time its convolution algorithms per shape (CUDA)")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the priors' passes (FlowPrior.compile_passes); the first MAP call compiles")
+    parser.add_argument("--profile", type=int, metavar="N", default=0,
+                        help="first print where one MAP step's time goes, from N profiled steps")
     parser.add_argument("--json")
     args = parser.parse_args()
     if "cuda" in args.devices and not torch.cuda.is_available():
@@ -165,7 +217,11 @@ def main() -> None:
     grid, array = geometry_from_params(args.params)
     flows = load_params(args.prior_params or args.params, "priors")["flow"]
     settings = load_params(args.params, "reconstruct")
-    result: dict = {"rows": []}
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    result: dict = {"rows": [], "cudnn_benchmark": args.cudnn_benchmark, "compile": args.compile}
+    if args.profile:
+        for device in args.devices:
+            print(step_profile(grid, array, flows, device, args.profile))
     mismatch = False
     if "cuda" in args.devices and args.check:
         result["graph_vs_eager_float64_max_abs"] = difference = graph_matches_eager(grid, array, flows)
@@ -178,14 +234,15 @@ def main() -> None:
     refine_steps = int(method_settings("posterior", settings.get("posterior"))["refine_steps"])
     print(f"{grid.nz}×{grid.nx} grid, {array.n_elements} elements × {array.n_samples} samples; torch "
           f"{torch.__version__}, {torch.get_num_threads()} CPU threads; {hardware}; batch {args.batch}, "
-          f"{refine_steps} RTO steps")
+          f"{refine_steps} RTO steps; cuDNN benchmark {'on' if args.cudnn_benchmark else 'off'}; "
+          f"passes {'compiled' if args.compile else 'not compiled'}")
     print("| device | steps run | MAP steps | " + " | ".join(COLUMNS.values()) + " |")
     print("|---" * (3 + len(COLUMNS)) + "|")
     for device in args.devices:
         for mode in args.modes:
             if device == "cpu" and mode == "graph":
                 continue
-            r = timings(grid, array, flows, settings, device, mode, args.batch, args.parts)
+            r = timings(grid, array, flows, settings, device, mode, args.batch, args.parts, args.compile)
             result["rows"].append(r)
             cells = [f"{r[k]:.3g}" if k in r else "–" for k in COLUMNS]
             print(f"| {device} | {mode} | {r['map_steps']} | " + " | ".join(cells) + " |")

@@ -41,6 +41,7 @@ class ReconJob:
     ``threads``, the torch thread count every chunk runs with: it decides how matrix products split their sums,
     so matching it makes workers' results bitwise equal to this process's. ``prior_kind`` ("marginal" or
     "conditional") is the kind the ``prior`` file must be; ``None`` takes any kind the method works with.
+    ``compile``: every process compiles the prior's passes (:meth:`~pa_recon.priors.FlowPrior.compile_passes`).
     """
 
     measurements: str
@@ -53,6 +54,7 @@ class ReconJob:
     prior: str | None = None
     prior_kind: str | None = None
     allow_geometry_mismatch: bool = False
+    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,9 @@ def file_operator(path: str, device: str) -> PATOperator:
 
 
 @functools.lru_cache(maxsize=4)
-def _prior(path: str, device: str) -> FlowPrior:
-    return load_prior(path, map_location=device)
+def _prior(path: str, device: str, compiled: bool) -> FlowPrior:
+    prior = load_prior(path, map_location=device)
+    return prior.compile_passes() if compiled else prior
 
 
 def job_prior(job: ReconJob, op: PATOperator) -> FlowPrior | None:
@@ -103,7 +106,7 @@ def job_prior(job: ReconJob, op: PATOperator) -> FlowPrior | None:
         if uses_prior:
             raise PAReconError(f"method {job.method!r} needs a prior", field="--prior")
         return None
-    prior = _prior(job.prior, job.device)
+    prior = _prior(job.prior, job.device, job.compile)
     if uses_prior:
         try:
             check_prior_kind(MethodSpec(job.method, job.prior_kind), prior.conditional)

@@ -8,6 +8,7 @@ import yaml
 
 from pa_recon.cli import main
 from pa_recon.data.hdf5io import read_reconstructions
+from pa_recon.priors import FlowPrior
 from pa_recon.recon import STOP_REASONS
 
 TRAIN = {"max_steps": 3, "batch_size": 4, "val_every": 0, "sample_every": 0, "checkpoint_every": 0,
@@ -23,7 +24,8 @@ PARAMS = {
                "flow": {"marginal": FLOW, "conditional": {**FLOW, "encoder": "unet", "cond_features": 4,
                                                           "encoder_width": 4}},
                "train": {"marginal": TRAIN, "conditional": TRAIN}},
-    "reconstruct": {"map": {"steps": 5}, "map_latent": {"steps": 5}, "posterior": {"n_samples": 4, "chunk": 2}},
+    "reconstruct": {"map": {"steps": 5, "latent_steps": 5}, "map_latent": {"steps": 5},
+                    "posterior": {"n_samples": 4, "chunk": 2}},
 }
 
 
@@ -116,3 +118,23 @@ def test_an_unknown_method_name_lists_the_known_ones(trained, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "unknown method 'tv-conditional'" in err and "map-conditional" in err and "posterior-marginal" not in err
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_compiled_prior_passes_reconstruct_the_same_images(trained, tmp_path, monkeypatch):
+    d, params = trained
+    compiled_priors = []
+    compile_passes = FlowPrior.compile_passes
+
+    def spy(prior):
+        compiled_priors.append(prior.source)
+        return compile_passes(prior)
+
+    monkeypatch.setattr(FlowPrior, "compile_passes", spy)
+    for flag in ([], ["--compile"]):
+        assert main(["reconstruct", str(d / "meas.h5"), "--method", "map-marginal", "--prior",
+                     str(d / "marginal" / "prior.pt"), "--params", str(params), "--out",
+                     str(tmp_path / f"o{len(flag)}.h5"), "--device", "cpu", *flag]) == 0
+    eager, compiled = (read_reconstructions(tmp_path / f"o{i}.h5") for i in (0, 1))
+    assert compiled_priors == [str(d / "marginal" / "prior.pt")]
+    np.testing.assert_allclose(compiled.images["map_marginal"], eager.images["map_marginal"], atol=1e-5)
+    np.testing.assert_array_equal(compiled.per_scan["map_marginal_steps"], eager.per_scan["map_marginal_steps"])

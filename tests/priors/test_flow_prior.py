@@ -178,3 +178,23 @@ def test_flow_settings_a_prior_cannot_use_are_rejected(override, field):
 def test_implements_the_recon_layers_prior_protocol():
     for kind in KINDS:
         assert check_prior(make_prior(kind), conditional=kind == "conditional")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_compiled_passes_give_the_eager_values_gradients_and_errors(kind):
+    eager, compiled = make_prior(kind), make_prior(kind).compile_passes()
+    cond = _cond(eager, 3)
+    x = images(3, low=-0.3, high=1.3)
+    latents = [torch.randn(3, *s, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+               for s in eager.latent_shapes()]
+    for prior in (eager, compiled):
+        xg, zg = x.clone().requires_grad_(), [z.clone().requires_grad_() for z in latents]
+        nll, image = prior.nll(xg, cond), prior.generate(zg, cond)
+        grads = torch.autograd.grad(nll.sum() + (image**2).sum(), [xg, *zg])
+        if prior is eager:
+            reference = [nll, image, *grads]
+    for got, want in zip([nll, image, *grads], reference):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    with pytest.raises(PAReconError, match="images of shape"):
+        compiled.nll(images(3, grid=GRID8), cond)
+    assert check_prior(compiled, conditional=kind == "conditional")
