@@ -2,7 +2,7 @@
 
 Usage: ``python benchmarks/recon.py [--params params.yaml] [--prior-params profiles/gpu.yaml] [--devices cpu cuda]
 [--modes graph eager] [--parts map batch posterior] [--batch 16] [--compile] [--cudnn-benchmark] [--profile N]
-[--json out.json]``. The geometry comes
+[--channels-last] [--json out.json]``. The geometry comes
 from ``--params``; the priors' architectures from ``--prior-params`` (default: the same file), built untrained
 (speed does not depend on the weights). Prints, per device (CPU, and CUDA when present) and way of running the
 Adam steps (``--modes``: op by op, or replayed as a captured CUDA graph): seconds for MAP
@@ -16,7 +16,8 @@ float64 check first confirms that CUDA-graph steps give the same iterates as op-
 GPU, ≤ 60 s on the 2-core CPU; 100 samples ≤ 1 s on a GPU.
 
 ``--compile`` compiles the priors' passes (``FlowPrior.compile_passes``); the first MAP call column then holds the
-compilation. ``--cudnn-benchmark`` lets cuDNN time its convolution algorithms for each shape first (off by
+compilation. ``--channels-last`` stores the priors' 4-D weights channels-last, which puts their convolutions and
+the channel norms between them in that layout (fewer layout copies per pass). ``--cudnn-benchmark`` lets cuDNN time its convolution algorithms for each shape first (off by
 default, as in ``pa-recon reconstruct``). ``--profile N`` first prints, per device and prior, where the time of one
 op-by-op MAP step on one scan goes (from N profiled steps): the kernels (CUDA) or operators (CPU) with the most
 time. Each figure is also printed as soon as it is measured.
@@ -54,25 +55,28 @@ def test_problem(op: PATOperator, n_scans: int) -> tuple[torch.Tensor, torch.Ten
     return y, 0.01 * y.abs().max() * torch.ones(n_scans, dtype=y.dtype, device=y.device)
 
 
-def frozen_priors(flows: dict, grid: Grid, array: LinearArray, device: str,
-                  dtype: torch.dtype = torch.float32, compile_passes: bool = False) -> dict[str, FlowPrior]:
+def frozen_priors(flows: dict, grid: Grid, array: LinearArray, device: str, dtype: torch.dtype = torch.float32,
+                  compile_passes: bool = False, channels_last: bool = False) -> dict[str, FlowPrior]:
     """Untrained marginal and conditional priors of the configured architectures, without gradients (their passes
-    compiled when ``compile_passes``)."""
+    compiled when ``compile_passes``; their 4-D weights, and so their convolutions, channels-last when
+    ``channels_last``)."""
     priors = {}
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     for kind in KINDS:
-        prior = FlowPrior(flow_config_for(kind, flows[kind], grid), grid, array).to(device=device, dtype=dtype).eval()
-        priors[kind] = prior.requires_grad_(False)
+        prior = FlowPrior(flow_config_for(kind, flows[kind], grid), grid, array).to(device=device, dtype=dtype)
+        priors[kind] = prior.to(memory_format=layout).eval().requires_grad_(False)
         if compile_passes:
             prior.compile_passes()
     return priors
 
 
-def graph_matches_eager(grid: Grid, array: LinearArray, flows: dict, steps: int = 20) -> float:
+def graph_matches_eager(grid: Grid, array: LinearArray, flows: dict, steps: int = 20,
+                        channels_last: bool = False) -> float:
     """Largest difference between CUDA-graph and op-by-op runs of image MAP, latent MAP and refined posterior
     samples, in float64 (where a wrong capture shows and rounding does not)."""
     op = PATOperator(grid, array, dtype=torch.float64, device="cuda")
     y, sigma = test_problem(op, 2)
-    priors = frozen_priors(flows, grid, array, "cuda", torch.float64)
+    priors = frozen_priors(flows, grid, array, "cuda", torch.float64, channels_last=channels_last)
     for prior in priors.values():  # the ActNorm layers' data-dependent initialisation, outside the comparison
         prior.nll(torch.rand(2, *op.image_shape, dtype=torch.float64, device="cuda"), prior.condition(op, y))
     worst = 0.0
@@ -111,7 +115,8 @@ def first_and_median(fn: Callable[[], object], device: str) -> tuple[float, floa
     return time.perf_counter() - start, median_seconds(fn, device, 1)
 
 
-def step_profile(grid: Grid, array: LinearArray, flows: dict, device: str, steps: int, top: int = 12) -> str:
+def step_profile(grid: Grid, array: LinearArray, flows: dict, device: str, steps: int, top: int = 12,
+                 channels_last: bool = False) -> str:
     """Per prior: operator calls (CUDA kernels on CUDA) and their time per op-by-op image-MAP step on one scan,
     averaged over ``steps`` profiled steps after an unprofiled run (the start image, made once, spread over them),
     with the ``top`` entries by own time."""
@@ -120,7 +125,7 @@ def step_profile(grid: Grid, array: LinearArray, flows: dict, device: str, steps
     adam = AdamSettings(steps=steps, tau=0.0, cuda_graph=False)
     cuda = device == "cuda"
     lines = []
-    for kind, prior in frozen_priors(flows, grid, array, device).items():
+    for kind, prior in frozen_priors(flows, grid, array, device, channels_last=channels_last).items():
         def run(p: FlowPrior = prior) -> None:
             map_image(op, y, sigma, p, x0="backprojection", settings=adam)
             if cuda:
@@ -141,12 +146,12 @@ def step_profile(grid: Grid, array: LinearArray, flows: dict, device: str, steps
 
 
 def timings(grid: Grid, array: LinearArray, flows: dict, settings: dict, device: str, mode: str, batch: int,
-            parts: list[str], compile_passes: bool = False) -> dict:
+            parts: list[str], compile_passes: bool = False, channels_last: bool = False) -> dict:
     """One row of the table: seconds for each reconstruction of ``parts`` on ``device``, steps run as ``mode``,
-    the priors' passes compiled when ``compile_passes``."""
+    the priors' passes compiled when ``compile_passes``, their convolutions channels-last when ``channels_last``."""
     op = PATOperator(grid, array, device=device)
     y, sigma = test_problem(op, batch)
-    priors = frozen_priors(flows, grid, array, device, compile_passes=compile_passes)
+    priors = frozen_priors(flows, grid, array, device, compile_passes=compile_passes, channels_last=channels_last)
     map_settings = method_settings("map", settings.get("map"))
     steps, latent_steps = int(map_settings["steps"]), int(map_settings["latent_steps"])
     posterior = method_settings("posterior", settings.get("posterior"))
@@ -208,6 +213,8 @@ def main() -> None:
                         help="let cuDNN time its convolution algorithms per shape (CUDA)")
     parser.add_argument("--compile", action="store_true",
                         help="compile the priors' passes (FlowPrior.compile_passes); the first MAP call compiles")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="store the priors' 4-D weights channels-last, so their convolutions run in that layout")
     parser.add_argument("--profile", type=int, metavar="N", default=0,
                         help="first print where one MAP step's time goes, from N profiled steps")
     parser.add_argument("--json")
@@ -218,13 +225,15 @@ def main() -> None:
     flows = load_params(args.prior_params or args.params, "priors")["flow"]
     settings = load_params(args.params, "reconstruct")
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
-    result: dict = {"rows": [], "cudnn_benchmark": args.cudnn_benchmark, "compile": args.compile}
+    result: dict = {"rows": [], "cudnn_benchmark": args.cudnn_benchmark, "compile": args.compile,
+                    "channels_last": args.channels_last}
     if args.profile:
         for device in args.devices:
-            print(step_profile(grid, array, flows, device, args.profile))
+            print(step_profile(grid, array, flows, device, args.profile, channels_last=args.channels_last))
     mismatch = False
     if "cuda" in args.devices and args.check:
-        result["graph_vs_eager_float64_max_abs"] = difference = graph_matches_eager(grid, array, flows)
+        difference = graph_matches_eager(grid, array, flows, channels_last=args.channels_last)
+        result["graph_vs_eager_float64_max_abs"] = difference
         print(f"CUDA graph against op-by-op steps (float64, 20 steps): largest difference {difference:.2e}")
         mismatch = difference > 1e-9
         if mismatch:
@@ -235,14 +244,16 @@ def main() -> None:
     print(f"{grid.nz}×{grid.nx} grid, {array.n_elements} elements × {array.n_samples} samples; torch "
           f"{torch.__version__}, {torch.get_num_threads()} CPU threads; {hardware}; batch {args.batch}, "
           f"{refine_steps} RTO steps; cuDNN benchmark {'on' if args.cudnn_benchmark else 'off'}; "
-          f"passes {'compiled' if args.compile else 'not compiled'}")
+          f"passes {'compiled' if args.compile else 'not compiled'}; "
+          f"{'channels-last' if args.channels_last else 'NCHW'} weights")
     print("| device | steps run | MAP steps | " + " | ".join(COLUMNS.values()) + " |")
     print("|---" * (3 + len(COLUMNS)) + "|")
     for device in args.devices:
         for mode in args.modes:
             if device == "cpu" and mode == "graph":
                 continue
-            r = timings(grid, array, flows, settings, device, mode, args.batch, args.parts, args.compile)
+            r = timings(grid, array, flows, settings, device, mode, args.batch, args.parts, args.compile,
+                        args.channels_last)
             result["rows"].append(r)
             cells = [f"{r[k]:.3g}" if k in r else "–" for k in COLUMNS]
             print(f"| {device} | {mode} | {r['map_steps']} | " + " | ".join(cells) + " |")

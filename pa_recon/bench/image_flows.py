@@ -48,8 +48,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from pa_recon.bench.runs import count_parameters, device_of, fit_recorded, hardware_name, median_seconds, open_run, \
-    read_run
+from pa_recon.bench.runs import count_parameters, device_of, median_seconds
 from pa_recon.data.cifar import load_cifar10
 from pa_recon.data.mnist import load_mnist
 from pa_recon.errors import PAReconError
@@ -74,6 +73,7 @@ from pa_recon.flows.coupling import Mask
 from pa_recon.flows.model import conditional_scales
 from pa_recon.train.checkpoint import inference_state_dict, load_checkpoint
 from pa_recon.train.config import TrainConfig
+from pa_recon.train.runs import fit_recorded, hardware_name, open_run, read_run
 from pa_recon.train.trainer import Trainer, save_image_grid
 
 # ------------------------------------------------------------------------------------------------------- data
@@ -433,7 +433,7 @@ def train_image_flow(layout: Mapping[str, Any], config: TrainConfig, splits: Ima
     """Train the flow of ``layout`` on ``splits`` by bits/dim into ``config.out_dir``; returns the final metrics.
 
     The folder gets the trainer's files (``last.pt``, ``best.pt``, ``samples/``) and ``run.json`` (see
-    :func:`pa_recon.bench.runs.open_run`): its ``settings`` hold ``layout``, ``subnet``, ``shape``, the training
+    :func:`pa_recon.train.runs.open_run`): its ``settings`` hold ``layout``, ``subnet``, ``shape``, the training
     options that shape the result and the caller's ``settings`` (e.g. the data selection). A folder trained with the
     same settings is resumed (from ``last.pt``, also after a finished run, which then returns at once); one trained
     with other settings is cleared first.

@@ -1,37 +1,17 @@
-"""Training-run bookkeeping and timing shared by the benchmarks: the run record ``run.json`` beside a training's
-checkpoints (settings that shape the model, training wall time summed over resumed processes, hardware), resuming
-or restarting a folder, and wall-clock timing of a callable on CPU or CUDA.
+"""Measurements shared by the benchmarks: parameter counts and wall-clock timing of a callable on CPU or CUDA.
+(The run record of a training folder is :mod:`pa_recon.train.runs`.)
 """
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import shutil
 import statistics
-import tempfile
 import time
-from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
-
-from pa_recon.errors import PAReconError
-from pa_recon.train.config import TrainConfig
-from pa_recon.train.trainer import LossFn, Trainer
-
-RUN_FILE = "run.json"
-"""The run record in a training folder: settings, training wall time and hardware."""
-
-BOOKKEEPING = {"out_dir", "val_every", "sample_every", "checkpoint_every", "log_every", "device", "num_workers",
-               "progress", "tracking", "tracking_uri", "experiment", "run_name", "log_model", "compile"}
-"""Training options that do not change the trained model: changing them resumes a run instead of restarting."""
+from torch import nn
 
 
-# ---------------------------------------------------------------------------------------------------- hardware
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -40,20 +20,6 @@ def count_parameters(model: nn.Module) -> int:
 def device_of(model: nn.Module) -> torch.device:
     """The device of a model's parameters."""
     return next(model.parameters()).device
-
-
-def hardware_name(device: torch.device) -> str:
-    """A short description of the device: the GPU's name, or the CPU model and torch's thread count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                  if line.startswith("model name")]
-        name = models[0] if models else name
-    threads = torch.get_num_threads()
-    return f"{name or 'CPU'} ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def median_seconds(fn: Callable[[], object], device: torch.device | str, repeats: int = 5) -> float:
@@ -71,104 +37,3 @@ def median_seconds(fn: Callable[[], object], device: torch.device | str, repeats
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-# ------------------------------------------------------------------------------------------------- run folder
-def write_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically (a temporary file in the same folder, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_run(run_dir: str | Path) -> dict[str, Any]:
-    """The run record of a training folder (see :func:`open_run`)."""
-    path = Path(run_dir) / RUN_FILE
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PAReconError("no run record: train the model into this folder first", file=path) from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise PAReconError(f"unreadable run record ({err})", file=path) from None
-    return record
-
-
-def open_run(config: TrainConfig, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The run record of ``config.out_dir`` to continue, or a new one after clearing a folder trained otherwise.
-
-    The record's ``settings`` are ``settings`` plus ``train``: the options of ``config`` that shape the result (all
-    but :data:`BOOKKEEPING`). A folder whose record has the same settings is resumed; one with other settings loses
-    its checkpoints, samples and record.
-    """
-    run_dir = Path(config.out_dir)
-    wanted = json.loads(json.dumps(
-        {**settings, "train": {k: v for k, v in config.to_dict().items() if k not in BOOKKEEPING}}))
-    if (run_dir / RUN_FILE).is_file():
-        record = read_run(run_dir)
-        if record.get("settings") == wanted:
-            return record
-    stale = [run_dir / name for name in ("last.pt", "best.pt", "samples", RUN_FILE) if (run_dir / name).exists()]
-    if stale:
-        print(f"{run_dir}: trained with other settings; starting afresh")
-    for target in stale:
-        if target.is_dir():
-            shutil.rmtree(target)
-        else:
-            target.unlink()
-    return {"settings": wanted, "train_seconds": 0.0, "hardware": []}
-
-
-class WallClock:
-    """Training wall time summed over processes, saved into the run record at most every ``every`` seconds, so
-    a killed process loses little of it."""
-
-    def __init__(self, path: Path, record: dict[str, Any], every: float = 30.0) -> None:
-        self.path, self.record, self.every = path, record, every
-        self.start = self.saved_at = time.perf_counter()
-        self.base = float(record["train_seconds"])
-        self.ticked = False
-
-    def note_hardware(self, name: str) -> None:
-        """Add a device description to the record's ``hardware`` list (once)."""
-        if name not in self.record["hardware"]:
-            self.record["hardware"].append(name)
-
-    def save(self) -> None:
-        """Write the record with the time spent so far."""
-        now = time.perf_counter()
-        self.record["train_seconds"] = self.base + now - self.start
-        write_json(self.path, self.record)
-        self.saved_at = now
-
-    def timed(self, loss_fn: LossFn) -> LossFn:
-        """``loss_fn`` that also saves the clock when it is due."""
-
-        def loss(model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, float]]:
-            self.ticked = True
-            if time.perf_counter() - self.saved_at >= self.every:
-                self.save()
-            return loss_fn(model, batch)
-
-        return loss
-
-
-def fit_recorded(config: TrainConfig, record: dict[str, Any], loss_fn: LossFn,
-                 make_trainer: Callable[[LossFn], Trainer]) -> dict[str, float]:
-    """Train with ``make_trainer(timed loss)`` and keep ``record`` (from :func:`open_run`) up to date in
-    ``config.out_dir``: wall time and hardware. A finished run returns at once and leaves its folder untouched."""
-    clock = WallClock(Path(config.out_dir) / RUN_FILE, record)
-    trainer = make_trainer(clock.timed(loss_fn))
-    clock.note_hardware(hardware_name(trainer.device))
-    try:
-        return trainer.fit()
-    finally:
-        if clock.ticked:
-            clock.save()

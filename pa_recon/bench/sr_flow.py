@@ -48,6 +48,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from pa_recon import sr_eval
+from pa_recon.bench.runs import count_parameters
 from pa_recon.data.sr_images import (
     PatchSampler,
     downscale,
@@ -63,7 +64,7 @@ from pa_recon.errors import PAReconError
 from pa_recon.flows import FlowConfig, RRDBEncoder, UNetEncoder, UniformDequantization, build_flow
 from pa_recon.train.checkpoint import inference_state_dict, load_checkpoint
 from pa_recon.train.config import TrainConfig
-from pa_recon.bench.runs import RUN_FILE, count_parameters, fit_recorded, open_run, read_run
+from pa_recon.train.runs import RUN_FILE, fit_recorded, open_run, read_run
 from pa_recon.train.trainer import LossFn, Trainer
 
 Kind = Literal["flow", "regression"]

@@ -29,7 +29,7 @@ def cmd_train_prior(args: argparse.Namespace) -> None:
     else:
         x, y = make_training_images(int(data["n"]), grid, **family)[0], None
     train_prior(args.kind, flow, train, x, y, grid=grid, array=array, out_dir=args.out_dir,
-                alpha=float(settings.get("alpha", 0.05)), extra_params={"data": data})
+                alpha=float(settings.get("alpha", 0.05)), extra_params={"data": data, "phantoms": phantoms})
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -27,7 +27,6 @@ from pa_recon.data.sr_images import read_image, to_uint8
 from pa_recon.errors import PAReconError
 from pa_recon.report import write_text
 from pa_recon.train import TrainConfig
-from pa_recon.bench.runs import RUN_FILE, hardware_name, write_json
 from pa_recon.bench.sr_flow import (
     EvalImage,
     Evaluation,
@@ -47,6 +46,7 @@ from pa_recon.bench.sr_flow import (
     save_sr_figure,
     train_sr,
 )
+from pa_recon.train.runs import RUN_FILE, hardware_name, write_json
 from pa_recon.train.tracking import start_tracker
 
 _BENCHMARK_KEYS = ("data_root", "train_sets", "val_images", "test_sets", "scale", "seed", "tracking",

@@ -34,7 +34,8 @@ from pa_recon.physics.operator import PATOperator
 from pa_recon.physics.simulate import MeasurementSimulator
 from pa_recon.priors.checkpoint import load_prior, save_prior
 from pa_recon.priors.prior import FlowPrior, flow_config_for
-from pa_recon.train import LossFn, TrainConfig, Trainer, inference_state_dict, seed_everything
+from pa_recon.train import LossFn, TrainConfig, Trainer, inference_state_dict, load_checkpoint, seed_everything
+from pa_recon.train.runs import fit_recorded, open_run
 from pa_recon.train.tracking import start_tracker
 
 DEQUANT_SIGMA = 1.0 / 256
@@ -107,9 +108,13 @@ def train_prior(kind: str, flow_config: Mapping[str, Any], train_config: Mapping
     fields, with ``out_dir`` replaced by ``out_dir``. ``alpha``: the soft logit's margin; ``dequant_sigma``: std
     of the training noise (module docstring). ``extra_params`` are logged to MLflow with the prior's settings.
 
-    Writes the trainer's files (``last.pt``, ``best.pt``, ``samples/``) and ``prior.pt`` (the final weights,
-    EMA where kept) into ``out_dir``; ``prior.pt`` is also logged to the MLflow run. A finished run in
-    ``out_dir`` is not trained again.
+    Writes the trainer's files (``last.pt``, ``best.pt``, ``samples/``), the run record ``run.json`` (settings,
+    training time, hardware: :mod:`pa_recon.train.runs`) and ``prior.pt`` (the final weights, EMA where kept) into
+    ``out_dir``; ``prior.pt`` is also logged to the MLflow run. An interrupted run in ``out_dir`` with the same
+    settings (the prior's, the training options that shape the result, the data shapes and ``extra_params``)
+    continues from its ``last.pt``; a finished run or one made otherwise is cleared and trained afresh, as a re-run
+    pipeline stage expects. The data are not compared bit by bit (simulated on another device they may differ in
+    the last bits), so ``extra_params`` should describe how they were made.
     """
     config = TrainConfig.from_dict({**dict(train_config), "out_dir": str(out_dir)})
     conditional = kind == "conditional"
@@ -130,18 +135,22 @@ def train_prior(kind: str, flow_config: Mapping[str, Any], train_config: Mapping
         val_items = tuple(t[x.shape[0] - n_val:] for t in train_items) if n_val else None
         train_items = tuple(t[:x.shape[0] - n_val] for t in train_items)
     shown = val_items or train_items
-    trainer = Trainer(prior, config, _loss_fn(dequant_sigma), _unpack(train_items),
-                      None if val_items is None else _unpack(val_items),
-                      sample_fn=lambda model: _sample_grid(model, shown),
-                      extra_params={"prior": {**_loggable(prior.settings()), "dequant_sigma": dequant_sigma,
-                                              "n_train": int(train_items[0].shape[0])},
-                                    **dict(extra_params or {})})
-    trainer.fit()
-    prior.load_state_dict(inference_state_dict(trainer.state_dict()))
+    record = open_run(config, {"prior": prior.settings(), "dequant_sigma": dequant_sigma,
+                               "shapes": [list(t.shape) for t in (*train_items, *(val_items or ()))],
+                               "extra": dict(extra_params or {})}, resume_finished=False)
+    (Path(out_dir) / PRIOR_FILE).unlink(missing_ok=True)  # a killed run must not leave an older prior behind
+    fit_recorded(config, record, _loss_fn(dequant_sigma), lambda loss: Trainer(
+        prior, config, loss, _unpack(train_items), None if val_items is None else _unpack(val_items),
+        sample_fn=lambda model: _sample_grid(model, shown),
+        extra_params={"prior": {**_loggable(prior.settings()), "dequant_sigma": dequant_sigma,
+                                "n_train": int(train_items[0].shape[0])},
+                      **dict(extra_params or {})}))
+    final = load_checkpoint(Path(out_dir) / "last.pt")
+    prior.load_state_dict(inference_state_dict(final))
     path = Path(out_dir) / PRIOR_FILE
     save_prior(path, prior)
-    if config.tracking and trainer.run_id is not None:
-        tracker = start_tracker(True, config.tracking_uri, config.experiment, config.run_name, trainer.run_id)
+    if config.tracking and final["run_id"] is not None:
+        tracker = start_tracker(True, config.tracking_uri, config.experiment, config.run_name, final["run_id"])
         tracker.log_artifact(path, "prior")
         tracker.close("FINISHED")
     return load_prior(path)

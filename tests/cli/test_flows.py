@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from interruptions import interrupted_after
 
 from pa_recon.cli import flows
 from pa_recon.errors import PAReconError
@@ -125,16 +126,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path, mnist, monkeyp
     run("flow-train", "--params", params, "--model", "tiny", "--out", tmp_path / "straight")
 
     loss_fn = image_flows.bits_per_dim_loss
-    steps = []
-
-    def interrupted(model, batch):
-        if torch.is_grad_enabled():
-            steps.append(1)
-            if len(steps) == 5:
-                raise KeyboardInterrupt
-        return loss_fn(model, batch)
-
-    monkeypatch.setattr(image_flows, "bits_per_dim_loss", interrupted)
+    monkeypatch.setattr(image_flows, "bits_per_dim_loss", interrupted_after(5, loss_fn))
     with pytest.raises(KeyboardInterrupt):
         run("flow-train", "--params", params, "--model", "tiny", "--out", tmp_path / "resumed")
     assert load_checkpoint(tmp_path / "resumed" / "last.pt")["step"] == 4

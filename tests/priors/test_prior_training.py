@@ -1,12 +1,14 @@
-"""Training pairs (seeded, consistent with the simulator) and short maximum-likelihood runs."""
+"""Training pairs (seeded, consistent with the simulator) and short maximum-likelihood runs, resumed or restarted."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from interruptions import interrupted_after
 from PIL import Image
 from prior_helpers import ARRAY8, GRID8, TINY_FLOW
 
@@ -21,6 +23,8 @@ from pa_recon.priors import (
     make_training_pairs,
     train_prior,
 )
+from pa_recon.priors import training
+from pa_recon.train import load_checkpoint
 
 TRAIN = dict(batch_size=8, lr=3e-3, warmup_steps=0, val_every=0, sample_every=0, checkpoint_every=0, device="cpu",
              progress=False, tracking=False)
@@ -93,3 +97,46 @@ def test_a_conditional_run_needs_data_and_an_array(tmp_path: Path):
     x, _ = make_training_images(4, GRID8)
     with pytest.raises(PAReconError, match="pairs"):
         train_prior("conditional", TINY_FLOW, {**TRAIN, "max_steps": 1}, x, grid=GRID8, out_dir=tmp_path)
+
+
+def test_an_interrupted_run_resumes_and_ends_where_an_uninterrupted_one_does(tmp_path: Path, monkeypatch, capsys):
+    x, y = make_training_pairs(20, GRID8, ARRAY8, seed=3)
+    settings = dict(TRAIN, max_steps=6, checkpoint_every=2)
+    args = dict(grid=GRID8, array=ARRAY8, val_fraction=0.2, extra_params={"data": {"seed": 3}})
+    straight = train_prior("conditional", TINY_FLOW, settings, x, y, out_dir=tmp_path / "straight", **args)
+
+    train_prior("conditional", TINY_FLOW, {**settings, "max_steps": 3}, x, y, out_dir=tmp_path / "resumed", **args)
+    loss_fn = training._loss_fn
+    monkeypatch.setattr(training, "_loss_fn", lambda dequant_sigma: interrupted_after(4, loss_fn(dequant_sigma)))
+    with pytest.raises(KeyboardInterrupt):
+        train_prior("conditional", TINY_FLOW, settings, x, y, out_dir=tmp_path / "resumed", **args)
+    assert "trained with other settings; starting afresh" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["step"] == 2
+    assert not (tmp_path / "resumed" / "prior.pt").exists()  # the shorter run's prior is gone
+    monkeypatch.setattr(training, "_loss_fn", loss_fn)
+    capsys.readouterr()
+    resumed = train_prior("conditional", TINY_FLOW, settings, x, y, out_dir=tmp_path / "resumed", **args)
+    assert "afresh" not in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["step"] == 6
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    record = json.loads((tmp_path / "resumed" / "run.json").read_text())
+    assert record["train_seconds"] > 0 and record["settings"]["extra"] == {"data": {"seed": 3}}
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({}, "finished"),
+    ({"extra_params": {"data": {"seed": 4}}}, "trained with other settings"),
+    ({"alpha": 0.1}, "trained with other settings"),
+])
+def test_a_finished_or_otherwise_made_run_is_trained_afresh(tmp_path: Path, capsys, change, reason):
+    x, _ = make_training_images(24, GRID8, seed=5)
+    args = dict(grid=GRID8, out_dir=tmp_path, extra_params={"data": {"seed": 5}})
+    first = train_prior("marginal", TINY_FLOW, {**TRAIN, "max_steps": 3}, x, **args)
+    capsys.readouterr()
+    again = train_prior("marginal", TINY_FLOW, {**TRAIN, "max_steps": 3}, x, **{**args, **change})
+    assert f"{reason}; starting afresh" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 3
+    if not change:  # trained again from the same seed: the same prior
+        for name, value in first.state_dict().items():
+            assert torch.equal(value, again.state_dict()[name]), name
