@@ -16,11 +16,11 @@ float64 check first confirms that CUDA-graph steps give the same iterates as op-
 GPU, ≤ 60 s on the 2-core CPU; 100 samples ≤ 1 s on a GPU.
 
 ``--compile`` compiles the priors' passes (``FlowPrior.compile_passes``); the first MAP call column then holds the
-compilation. ``--channels-last`` stores the priors' 4-D weights channels-last, which puts their convolutions and
-the channel norms between them in that layout (fewer layout copies per pass). ``--cudnn-benchmark`` lets cuDNN time its convolution algorithms for each shape first (off by
-default, as in ``pa-recon reconstruct``). ``--profile N`` first prints, per device and prior, where the time of one
-op-by-op MAP step on one scan goes (from N profiled steps): the kernels (CUDA) or operators (CPU) with the most
-time. Each figure is also printed as soon as it is measured.
+compilation. ``--channels-last`` stores the priors' 4-D weights channels-last, which puts their convolutions and the
+channel norms between them in that layout (fewer layout copies per pass). ``--cudnn-benchmark`` lets cuDNN time its
+convolution algorithms for each shape first (off by default, as in ``pa-recon reconstruct``). ``--profile N`` first
+prints, per device and prior, where the time of one op-by-op MAP step on one scan goes (from N profiled steps): the
+kernels (CUDA) or operators (CPU) with the most time. Each figure is also printed as soon as it is measured.
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def frozen_priors(flows: dict, grid: Grid, array: LinearArray, device: str, dtyp
     priors = {}
     layout = torch.channels_last if channels_last else torch.contiguous_format
     for kind in KINDS:
-        prior = FlowPrior(flow_config_for(kind, flows[kind], grid), grid, array).to(device=device, dtype=dtype)
-        priors[kind] = prior.to(memory_format=layout).eval().requires_grad_(False)
+        prior = FlowPrior(flow_config_for(kind, flows[kind], grid), grid, array)
+        priors[kind] = prior.to(device=device, dtype=dtype, memory_format=layout).eval().requires_grad_(False)
         if compile_passes:
             prior.compile_passes()
     return priors
