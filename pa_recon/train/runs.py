@@ -105,8 +105,9 @@ def open_run(config: TrainConfig, settings: Mapping[str, Any], resume_finished: 
 
 
 class WallClock:
-    """Training wall time summed over processes, saved into the run record at most every ``every`` seconds, so
-    a killed process loses little of it."""
+    """Training wall time summed over processes, saved into the run record at the first training step and then at
+    most every ``every`` seconds, so a killed process loses little of it and never leaves checkpoints without a
+    record (which would start the next process afresh)."""
 
     def __init__(self, path: Path, record: dict[str, Any], every: float = 30.0) -> None:
         self.path, self.record, self.every = path, record, every
@@ -130,8 +131,8 @@ class WallClock:
         """``loss_fn`` that also saves the clock when it is due."""
 
         def loss(model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, float]]:
-            self.ticked = True
-            if time.perf_counter() - self.saved_at >= self.every:
+            first, self.ticked = not self.ticked, True
+            if first or time.perf_counter() - self.saved_at >= self.every:
                 self.save()
             return loss_fn(model, batch)
 

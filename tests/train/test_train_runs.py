@@ -1,4 +1,4 @@
-"""The run record of a training folder: resume with the same settings, start afresh otherwise."""
+"""The run record of a training folder: resume with the same settings, start afresh otherwise; kept up to date."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from train_problem import AffineFlow, nll_loss
 
 from pa_recon.errors import PAReconError
-from pa_recon.train import save_checkpoint
-from pa_recon.train.runs import RUN_FILE, open_run, read_run, write_json
+from pa_recon.train import Trainer, save_checkpoint
+from pa_recon.train.runs import RUN_FILE, fit_recorded, open_run, read_run, write_json
 
 SETTINGS = {"model": {"width": 4}, "data": "procedural"}
 
@@ -71,3 +72,21 @@ def test_an_unreadable_record_is_a_clear_error(make_config):
         open_run(config, SETTINGS)
     with pytest.raises(PAReconError, match="no run record"):
         read_run(config.out_dir + "/elsewhere")
+
+
+def test_the_record_is_written_before_the_first_step_and_a_finished_run_is_left_alone(make_config, data):
+    config = make_config(max_steps=4, val_every=0, checkpoint_every=2)
+    record_file = Path(config.out_dir) / RUN_FILE
+    seen = []
+
+    def watched(model, batch):
+        seen.append(record_file.is_file())
+        return nll_loss(model, batch)
+
+    record = open_run(config, SETTINGS)
+    fit_recorded(config, record, watched, lambda loss: Trainer(AffineFlow(), config, loss, data[0]))
+    assert seen == [True] * 4 and read_run(config.out_dir)["settings"] == record["settings"]
+    before = record_file.read_text()
+    fit_recorded(config, open_run(config, SETTINGS), watched,
+                 lambda loss: Trainer(AffineFlow(), config, loss, data[0]))
+    assert len(seen) == 4 and record_file.read_text() == before
