@@ -138,16 +138,16 @@ def train_prior(kind: str, flow_config: Mapping[str, Any], train_config: Mapping
     record = open_run(config, {"prior": prior.settings(), "dequant_sigma": dequant_sigma,
                                "shapes": [list(t.shape) for t in (*train_items, *(val_items or ()))],
                                "extra": dict(extra_params or {})}, resume_finished=False)
-    (Path(out_dir) / PRIOR_FILE).unlink(missing_ok=True)  # a killed run must not leave an older prior behind
+    path = Path(out_dir) / PRIOR_FILE
+    path.unlink(missing_ok=True)  # a killed run must not leave an older prior behind
     fit_recorded(config, record, _loss_fn(dequant_sigma), lambda loss: Trainer(
         prior, config, loss, _unpack(train_items), None if val_items is None else _unpack(val_items),
         sample_fn=lambda model: _sample_grid(model, shown),
         extra_params={"prior": {**_loggable(prior.settings()), "dequant_sigma": dequant_sigma,
                                 "n_train": int(train_items[0].shape[0])},
                       **dict(extra_params or {})}))
-    final = load_checkpoint(Path(out_dir) / "last.pt")
+    final = load_checkpoint(path.with_name("last.pt"))
     prior.load_state_dict(inference_state_dict(final))
-    path = Path(out_dir) / PRIOR_FILE
     save_prior(path, prior)
     if config.tracking and final["run_id"] is not None:
         tracker = start_tracker(True, config.tracking_uri, config.experiment, config.run_name, final["run_id"])
