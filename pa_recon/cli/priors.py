@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from torch import Tensor
+
 from pa_recon.cli.common import geometry_from_params, load_params, pick_device
 from pa_recon.errors import PAReconError
-from pa_recon.priors import make_training_images, make_training_pairs, train_prior
+from pa_recon.priors import cached_training_set, make_training_images, make_training_pairs, train_prior
 
 
 def cmd_train_prior(args: argparse.Namespace) -> None:
@@ -23,13 +25,18 @@ def cmd_train_prior(args: argparse.Namespace) -> None:
               "refine": int(phantoms.get("refine", 2)), "seed": int(data.get("seed", 0))}
     device = pick_device(args.device)
     train.setdefault("device", device.type)
-    if args.kind == "conditional":
-        x, y = make_training_pairs(int(data["n"]), grid, array, snr_db_range=tuple(data["snr_db_range"]),
-                                   device=device, **family)
-    else:
-        x, y = make_training_images(int(data["n"]), grid, **family)[0], None
+
+    def make() -> tuple[Tensor, Tensor | None]:
+        if args.kind == "conditional":
+            return make_training_pairs(int(data["n"]), grid, array, snr_db_range=tuple(data["snr_db_range"]),
+                                       device=device, **family)
+        return make_training_images(int(data["n"]), grid, **family)[0], None
+
+    made_as = {"data": data, "phantoms": phantoms}
+    x, y = cached_training_set(args.out_dir, {"kind": args.kind, "geometry": load_params(args.params, "geometry"),
+                                             **made_as}, make)
     train_prior(args.kind, flow, train, x, y, grid=grid, array=array, out_dir=args.out_dir,
-                alpha=float(settings.get("alpha", 0.05)), extra_params={"data": data, "phantoms": phantoms})
+                alpha=float(settings.get("alpha", 0.05)), extra_params=made_as)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

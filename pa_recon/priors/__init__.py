@@ -12,19 +12,27 @@ One class, :class:`FlowPrior`, serves both (conditional when its flow has a cond
   array; :func:`check_geometry` compares them with the data's geometry.
 
 Training (:mod:`pa_recon.priors.training`): :func:`make_training_pairs` simulates ``(x, y)`` pairs without the
-inverse crime at random SNRs; :func:`train_prior` fits a prior with the shared trainer and writes ``prior.pt``.
+inverse crime at random SNRs; :func:`train_prior` fits a prior with the shared trainer and writes ``prior.pt``;
+:func:`cached_training_set` keeps the data of an interrupted training for its resumption.
 """
 
 from pa_recon.priors.checkpoint import check_geometry, geometry_differences, load_prior, save_prior
 from pa_recon.priors.pretransform import SoftLogit
 from pa_recon.priors.prior import CONDITION_NORMALISATION, FlowPrior, default_flow_config, flow_config_for
-from pa_recon.priors.training import DEQUANT_SIGMA, make_training_images, make_training_pairs, train_prior
+from pa_recon.priors.training import (
+    DEQUANT_SIGMA,
+    cached_training_set,
+    make_training_images,
+    make_training_pairs,
+    train_prior,
+)
 
 __all__ = [
     "CONDITION_NORMALISATION",
     "DEQUANT_SIGMA",
     "FlowPrior",
     "SoftLogit",
+    "cached_training_set",
     "check_geometry",
     "default_flow_config",
     "flow_config_for",

@@ -4,11 +4,15 @@ import json
 
 import numpy as np
 import pytest
+import torch
 import yaml
+from interruptions import interrupted_after
 
 from pa_recon.cli import main
+from pa_recon.cli import priors as cli_priors
 from pa_recon.data.hdf5io import read_reconstructions
-from pa_recon.priors import FlowPrior
+from pa_recon.priors import FlowPrior, load_prior, training
+from pa_recon.priors.training import TRAINING_SET_FILE
 from pa_recon.recon import STOP_REASONS
 
 TRAIN = {"max_steps": 3, "batch_size": 4, "val_every": 0, "sample_every": 0, "checkpoint_every": 0,
@@ -138,3 +142,30 @@ def test_compiled_prior_passes_reconstruct_the_same_images(trained, tmp_path, mo
     assert compiled_priors == [str(d / "marginal" / "prior.pt")]
     np.testing.assert_allclose(compiled.images["map_marginal"], eager.images["map_marginal"], atol=1e-5)
     np.testing.assert_array_equal(compiled.per_scan["map_marginal_steps"], eager.per_scan["map_marginal_steps"])
+
+
+def test_an_interrupted_training_resumes_on_its_kept_data_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    params = tmp_path / "params.yaml"
+    settings = {**PARAMS, "priors": {**PARAMS["priors"], "train": {"conditional": {**TRAIN, "checkpoint_every": 1}}}}
+    params.write_text(yaml.safe_dump(settings))
+
+    def train(out):
+        return main(["train-prior", "--kind", "conditional", "--params", str(params), "--out-dir", str(out),
+                     "--device", "cpu"])
+
+    assert train(tmp_path / "straight") == 0
+    loss_fn = training._loss_fn
+    monkeypatch.setattr(training, "_loss_fn", lambda dequant_sigma: interrupted_after(3, loss_fn(dequant_sigma)))
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "resumed")
+    assert (tmp_path / "resumed" / TRAINING_SET_FILE).is_file()
+    monkeypatch.setattr(training, "_loss_fn", loss_fn)
+
+    def not_again(*args, **kwargs):
+        raise AssertionError("the kept training set should have been used")
+
+    monkeypatch.setattr(cli_priors, "make_training_pairs", not_again)
+    assert train(tmp_path / "resumed") == 0
+    assert not (tmp_path / "resumed" / TRAINING_SET_FILE).exists()
+    straight, resumed = (load_prior(tmp_path / name / "prior.pt").state_dict() for name in ("straight", "resumed"))
+    assert all(torch.equal(value, resumed[name]) for name, value in straight.items())

@@ -17,6 +17,7 @@ from pa_recon.errors import PAReconError
 from pa_recon.physics import MeasurementSimulator
 from pa_recon.priors import (
     FlowPrior,
+    cached_training_set,
     flow_config_for,
     load_prior,
     make_training_images,
@@ -24,6 +25,7 @@ from pa_recon.priors import (
     train_prior,
 )
 from pa_recon.priors import training
+from pa_recon.priors.training import TRAINING_SET_FILE
 from pa_recon.train import load_checkpoint
 
 TRAIN = dict(batch_size=8, lr=3e-3, warmup_steps=0, val_every=0, sample_every=0, checkpoint_every=0, device="cpu",
@@ -140,3 +142,20 @@ def test_a_finished_or_otherwise_made_run_is_trained_afresh(tmp_path: Path, caps
     if not change:  # trained again from the same seed: the same prior
         for name, value in first.state_dict().items():
             assert torch.equal(value, again.state_dict()[name]), name
+
+
+def test_a_kept_training_set_is_reused_for_the_same_description_and_removed_when_training_ends(tmp_path: Path):
+    made = []
+
+    def make():
+        made.append(1)
+        return make_training_pairs(10, GRID8, ARRAY8, seed=len(made))
+
+    x, y = cached_training_set(tmp_path, {"seed": 1}, make)
+    again = cached_training_set(tmp_path, {"seed": 1}, make)
+    assert len(made) == 1 and torch.equal(again[0], x) and torch.equal(again[1], y)
+    x, y = cached_training_set(tmp_path, {"seed": 2}, make)
+    assert len(made) == 2 and not torch.equal(x, again[0])
+    train_prior("conditional", TINY_FLOW, {**TRAIN, "max_steps": 1}, x, y, grid=GRID8, array=ARRAY8,
+                val_fraction=0.2, out_dir=tmp_path)
+    assert not (tmp_path / TRAINING_SET_FILE).exists() and (tmp_path / "prior.pt").is_file()
