@@ -141,11 +141,11 @@ def train_prior(kind: str, flow_config: Mapping[str, Any], train_config: Mapping
     Writes the trainer's files (``last.pt``, ``best.pt``, ``samples/``), the run record ``run.json`` (settings,
     training time, hardware: :mod:`pa_recon.train.runs`) and ``prior.pt`` (the final weights, EMA where kept) into
     ``out_dir``, and removes the data :func:`cached_training_set` kept there; ``prior.pt`` is also logged to the
-    MLflow run. An interrupted run in ``out_dir`` with the same
-    settings (the prior's, the training options that shape the result, the data shapes and ``extra_params``)
-    continues from its ``last.pt``; a finished run or one made otherwise is cleared and trained afresh, as a re-run
-    pipeline stage expects. The data are not compared bit by bit (simulated on another device they may differ in
-    the last bits), so ``extra_params`` should describe how they were made.
+    MLflow run. An interrupted run in ``out_dir`` with the same settings (the prior's, the training options that
+    shape the result, the data shapes and ``extra_params``) continues from its ``last.pt``; a finished run or one
+    made otherwise is cleared and trained afresh, as a re-run pipeline stage expects. The data are not compared bit
+    by bit (simulated on another device they may differ in the last bits), so ``extra_params`` should describe how
+    they were made.
     """
     config = TrainConfig.from_dict({**dict(train_config), "out_dir": str(out_dir)})
     conditional = kind == "conditional"
@@ -166,7 +166,8 @@ def train_prior(kind: str, flow_config: Mapping[str, Any], train_config: Mapping
         val_items = tuple(t[x.shape[0] - n_val:] for t in train_items) if n_val else None
         train_items = tuple(t[:x.shape[0] - n_val] for t in train_items)
     shown = val_items or train_items
-    record = open_run(config, {"prior": prior.settings(), "dequant_sigma": dequant_sigma,
+    prior_settings = prior.settings()
+    record = open_run(config, {"prior": prior_settings, "dequant_sigma": dequant_sigma,
                                "shapes": [list(t.shape) for t in (*train_items, *(val_items or ()))],
                                "extra": dict(extra_params or {})}, resume_finished=False)
     path = Path(out_dir) / PRIOR_FILE
@@ -174,7 +175,7 @@ def train_prior(kind: str, flow_config: Mapping[str, Any], train_config: Mapping
     fit_recorded(config, record, _loss_fn(dequant_sigma), lambda loss: Trainer(
         prior, config, loss, _unpack(train_items), None if val_items is None else _unpack(val_items),
         sample_fn=lambda model: _sample_grid(model, shown),
-        extra_params={"prior": {**_loggable(prior.settings()), "dequant_sigma": dequant_sigma,
+        extra_params={"prior": {**_loggable(prior_settings), "dequant_sigma": dequant_sigma,
                                 "n_train": int(train_items[0].shape[0])},
                       **dict(extra_params or {})}))
     final = load_checkpoint(path.with_name("last.pt"))
