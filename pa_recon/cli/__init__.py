@@ -12,13 +12,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pa_recon import __version__
 from pa_recon.cli import flows, pat, priors, sr
 from pa_recon.errors import PAReconError
+
+DESCRIPTION = ("Limited-view photoacoustic reconstruction with normalizing-flow priors: simulate scans, train priors, "
+               "reconstruct and evaluate; and the flow benchmarks (MNIST, CIFAR-10, super-resolution).")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``pa-recon`` argument parser."""
-    parser = argparse.ArgumentParser(prog="pa-recon", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pa-recon", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     pat.register(sub)
     priors.register(sub)

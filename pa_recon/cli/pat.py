@@ -140,10 +140,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.ranking:
         add_paired_gains(per_scan, args.ranking)
     write_metrics_json(args.metrics, summarise(per_scan, groups))
-    plots = Path(args.plots)
-    plots.mkdir(parents=True, exist_ok=True)
-    for metric in ("psnr", "ssim", "chi2"):
-        write_per_scan_csv(plots / f"{metric}_per_scan.csv", per_scan, metric, groups)
+    if args.plots:
+        plots = Path(args.plots)
+        plots.mkdir(parents=True, exist_ok=True)
+        for metric in ("psnr", "ssim", "chi2"):
+            write_per_scan_csv(plots / f"{metric}_per_scan.csv", per_scan, metric, groups)
+    if not args.figures:
+        return
     figures = Path(args.figures)
     figures.mkdir(parents=True, exist_ok=True)
     grid = Grid.from_dict(meas.grid)
@@ -219,8 +222,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("measurements", help="measurement file holding the ground truth")
     p.add_argument("reconstructions", nargs="+")
     p.add_argument("--metrics", required=True, help="metrics JSON to write")
-    p.add_argument("--plots", required=True, help="folder for per-scan CSVs")
-    p.add_argument("--figures", required=True, help="folder for PNG panels")
+    p.add_argument("--plots", help="folder for per-scan CSVs (none without it)")
+    p.add_argument("--figures", help="folder for PNG panels (none without it)")
     p.add_argument("--n-figures", type=int, default=4)
     p.add_argument("--ranking", nargs="+", metavar="METHOD",
                    help="methods, expected worst first: each gets its per-scan PSNR/SSIM gain over the one before")

@@ -135,8 +135,9 @@ def train_prior(kind: str, flow_config: Mapping[str, Any], train_config: Mapping
     ``x`` ``(n, 1, nz, nx)``: ground truths on ``grid``; ``y`` ``(n, n_el, n_samples)``: their data (needed, with
     ``array``, for a conditional prior). Validation: ``val = (x_val, y_val)``, else the last ``val_fraction`` of
     the pairs. ``flow_config``: flow settings (:func:`flow_config_for`); ``train_config``: :class:`TrainConfig`
-    fields, with ``out_dir`` replaced by ``out_dir``. ``alpha``: the soft logit's margin; ``dequant_sigma``: std
-    of the training noise (module docstring). ``extra_params`` are logged to MLflow with the prior's settings.
+    fields, with ``out_dir`` replaced by ``out_dir`` (the MLflow ``run_name`` is ``kind`` unless given).
+    ``alpha``: the soft logit's margin; ``dequant_sigma``: std of the training noise (module docstring).
+    ``extra_params`` are logged to MLflow with the prior's settings.
 
     Writes the trainer's files (``last.pt``, ``best.pt``, ``samples/``), the run record ``run.json`` (settings,
     training time, hardware: :mod:`pa_recon.train.runs`) and ``prior.pt`` (the final weights, EMA where kept) into
@@ -147,7 +148,7 @@ def train_prior(kind: str, flow_config: Mapping[str, Any], train_config: Mapping
     by bit (simulated on another device they may differ in the last bits), so ``extra_params`` should describe how
     they were made.
     """
-    config = TrainConfig.from_dict({**dict(train_config), "out_dir": str(out_dir)})
+    config = TrainConfig.from_dict({"run_name": kind, **dict(train_config), "out_dir": str(out_dir)})
     conditional = kind == "conditional"
     if conditional and (y is None or array is None):
         raise PAReconError("a conditional prior is trained on (x, y) pairs of a known array", field="y")

@@ -51,8 +51,13 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise PAReconError("checkpoint file not found", file=path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise PAReconError(f"not a readable checkpoint ({type(exc).__name__}: {exc})", file=path) from None
+    except pickle.UnpicklingError:
+        # torch's own message advises weights_only=False, which would unpickle (run) whatever the file holds.
+        raise PAReconError("not a readable checkpoint (not a torch file, or it holds objects other than tensors "
+                           "and plain containers)", file=path) from None
+    except (RuntimeError, EOFError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else "no details"
+        raise PAReconError(f"not a readable checkpoint ({type(exc).__name__}: {first_line})", file=path) from None
     if not isinstance(state, dict):
         raise PAReconError(f"checkpoint holds a {type(state).__name__}, expected a dict", file=path)
     return state

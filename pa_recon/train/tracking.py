@@ -6,8 +6,9 @@ MLflow is imported only when tracking is on, so the trainer runs on machines wit
 from __future__ import annotations
 
 import os
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -56,7 +57,8 @@ class MlflowTracker(Tracker):
     """An MLflow run addressed by id through an explicit client. Global MLflow state (tracking URI, active
     run) is changed only for the duration of :meth:`log_model`, which reads both from there.
 
-    ``run_id`` given: continue that run (a resumed training); else create a run in ``experiment``.
+    ``run_id`` given: continue that run (a resumed training); else create a run in ``experiment``, named
+    ``run_name`` or, when that is ``None``, by MLflow's generator with fresh randomness.
     """
 
     def __init__(self, tracking_uri: str, experiment: str, run_name: str | None, run_id: str | None) -> None:
@@ -67,7 +69,9 @@ class MlflowTracker(Tracker):
         self._client = self._mlflow.MlflowClient(tracking_uri)
         try:
             if run_id is None:
-                self.run_id = self._client.create_run(self._experiment_id(experiment), run_name=run_name).info.run_id
+                experiment_id = self._experiment_id(experiment)
+                self.run_id = _with_fresh_random(
+                    lambda: self._client.create_run(experiment_id, run_name=run_name).info.run_id)
             else:
                 self._client.get_run(run_id)
                 self._client.update_run(run_id, status="RUNNING")
@@ -119,6 +123,20 @@ class MlflowTracker(Tracker):
 
     def close(self, status: str) -> None:
         self._client.set_terminated(self.run_id, status=status)
+
+
+def _with_fresh_random(create: Callable[[], str]) -> str:
+    """``create()`` with the global ``random`` module seeded from the OS, its state restored afterwards.
+
+    MLflow draws generated run names from ``random``, which a training seeds with its config's seed: without
+    this every unnamed run would get the same name.
+    """
+    state = random.getstate()
+    random.seed()
+    try:
+        return create()
+    finally:
+        random.setstate(state)
 
 
 def import_mlflow() -> ModuleType:

@@ -170,6 +170,15 @@ def test_evaluate_ranks_methods_by_their_paired_gains(run, tmp_path, capsys):
     assert "ranking" in capsys.readouterr().err and not (tmp_path / "bad.json").exists()
 
 
+def test_evaluate_without_plots_or_figures_writes_the_metrics_alone(run, tmp_path, monkeypatch):
+    d, files, _ = run
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", str(files["meas"]), *(str(files[m]) for m in ("bp", "cgls", "tv")),
+                 "--metrics", "m.json"]) == 0
+    assert json.loads((tmp_path / "m.json").read_text()) == json.loads((d / "report" / "metrics.json").read_text())
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
 def test_evaluate_needs_ground_truth(run, tmp_path, capsys):
     _, files, _ = run
     meas = read_measurements(files["meas"])

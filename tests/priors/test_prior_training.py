@@ -27,6 +27,7 @@ from pa_recon.priors import (
 from pa_recon.priors import training
 from pa_recon.priors.training import TRAINING_SET_FILE
 from pa_recon.train import load_checkpoint
+from pa_recon.train.tracking import import_mlflow
 
 TRAIN = dict(batch_size=8, lr=3e-3, warmup_steps=0, val_every=0, sample_every=0, checkpoint_every=0, device="cpu",
              progress=False, tracking=False)
@@ -93,6 +94,21 @@ def test_a_conditional_run_saves_a_prior_with_its_array(tmp_path: Path):
     assert prior.conditional and prior.array == ARRAY8
     assert (tmp_path / "samples" / "step_0000004.png").is_file()
     assert load_prior(tmp_path / "prior.pt").settings() == prior.settings()
+
+
+def test_a_tracked_run_is_named_after_its_kind_and_holds_the_prior(tmp_path: Path):
+    x, _ = make_training_images(10, GRID8, seed=1)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracked = {**TRAIN, "max_steps": 2, "tracking": True, "tracking_uri": uri, "experiment": "priors",
+               "log_model": False}
+    for name, settings in (("marginal", tracked), ("mine", {**tracked, "run_name": "mine"})):
+        train_prior("marginal", TINY_FLOW, settings, x, grid=GRID8, out_dir=tmp_path / name)
+    client = import_mlflow().MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("priors").experiment_id],
+                              order_by=["attributes.start_time ASC"])
+    assert [run.info.run_name for run in runs] == ["marginal", "mine"]
+    assert all(run.info.status == "FINISHED" and run.data.params["prior.kind"] == "marginal" for run in runs)
+    assert [a.path for a in client.list_artifacts(runs[0].info.run_id, "prior")] == ["prior/prior.pt"]
 
 
 def test_a_conditional_run_needs_data_and_an_array(tmp_path: Path):

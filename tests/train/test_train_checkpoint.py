@@ -60,19 +60,24 @@ class Payload:
     """An arbitrary class: unpickling it could run code, so weights-only loading must refuse it."""
 
 
-def test_objects_other_than_tensors_are_refused(tmp_path):
+@pytest.mark.parametrize("write", [lambda path: torch.save({"model": Payload()}, path),
+                                   lambda path: path.write_text("geometry:\n  grid: {nx: 64}\n")],
+                         ids=["other objects", "a text file"])
+def test_objects_other_than_tensors_and_other_files_are_refused_in_one_line(tmp_path, write):
     path = tmp_path / "evil.pt"
-    torch.save({"model": Payload()}, path)
-    with pytest.raises(PAReconError, match=r"evil\.pt: not a readable checkpoint"):
+    write(path)
+    with pytest.raises(PAReconError, match=r"evil\.pt: not a readable checkpoint") as info:
         load_checkpoint(path)
+    assert "\n" not in str(info.value) and "weights_only" not in str(info.value)
 
 
 def test_truncated_missing_and_non_dict_files(tmp_path):
     path = tmp_path / "c.pt"
     save_checkpoint(path, {"w": torch.zeros(100)})
     path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(PAReconError, match=r"c\.pt: not a readable checkpoint"):
+    with pytest.raises(PAReconError, match=r"c\.pt: not a readable checkpoint") as info:
         load_checkpoint(path)
+    assert "\n" not in str(info.value)
     with pytest.raises(PAReconError, match=r"nope\.pt: checkpoint file not found"):
         load_checkpoint(tmp_path / "nope.pt")
     save_checkpoint(path, [torch.zeros(1)])

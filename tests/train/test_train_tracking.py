@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sys
 
 import pytest
@@ -10,7 +11,7 @@ from train_problem import AffineFlow, images, nll_loss
 
 from pa_recon.errors import PAReconError
 from pa_recon.train import Trainer
-from pa_recon.train.tracking import flatten_params, import_mlflow
+from pa_recon.train.tracking import flatten_params, import_mlflow, start_tracker
 
 
 def test_run_is_recorded_and_resumed_into_the_same_run(data, make_config, tmp_path, monkeypatch):
@@ -53,6 +54,21 @@ def test_run_is_recorded_and_resumed_into_the_same_run(data, make_config, tmp_pa
                          "samples/step_0000024.png"}
     (model,) = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     assert model.source_run_id == run.info.run_id and model.name == "model"
+
+
+def test_unnamed_runs_get_their_own_names_without_touching_the_seeded_random_state(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    random.seed(0)
+    expected = random.random()
+    names, draws = [], []
+    for _ in range(3):
+        random.seed(0)
+        tracker = start_tracker(True, uri, "unit", None, None)
+        draws.append(random.random())
+        names.append(import_mlflow().MlflowClient(uri).get_run(tracker.run_id).info.run_name)
+        tracker.close("FINISHED")
+    assert len(set(names)) == 3 and all(names)
+    assert draws == [expected] * 3
 
 
 def test_tracking_off_never_imports_mlflow(data, make_config, tmp_path, monkeypatch):
