@@ -2,10 +2,11 @@
 
 Usage: ``python benchmarks/recon.py [--params params.yaml] [--prior-params profiles/gpu.yaml] [--devices cpu cuda]
 [--modes graph eager] [--parts map batch posterior] [--batch 16] [--compile] [--cudnn-benchmark] [--profile N]
-[--channels-last] [--json out.json]``. The geometry comes
+[--channels-last] [--optimizer adam|lbfgs] [--json out.json]``. The geometry comes
 from ``--params``; the priors' architectures from ``--prior-params`` (default: the same file), built untrained
-(speed does not depend on the weights). Prints, per device (CPU, and CUDA when present) and way of running the
-Adam steps (``--modes``: op by op, or replayed as a captured CUDA graph): seconds for MAP
+(speed does not depend on the weights). The MAP steps are those of ``reconstruct.map.optimizer`` (Adam unless set;
+``--optimizer`` overrides it). Prints, per device (CPU, and CUDA when present) and way of running the
+steps (``--modes``: op by op, or replayed as a captured CUDA graph): seconds for MAP
 (``reconstruct.map.steps`` steps, marginal and conditional prior, one scan; the first call, which pays the
 warm-up and the capture, apart), seconds for the start images that ``init: auto`` gives (not in the MAP columns):
 the TV image for the marginal prior, and a latent MAP of ``reconstruct.map.latent_steps`` steps for the conditional
@@ -40,7 +41,16 @@ from pa_recon.bench.runs import median_seconds
 from pa_recon.cli.common import geometry_from_params, load_params
 from pa_recon.physics import Grid, LinearArray, PATOperator
 from pa_recon.priors import FlowPrior, flow_config_for
-from pa_recon.recon import AdamSettings, map_image, map_latent, method_settings, operator_norm, posterior_sampling
+from pa_recon.recon import (
+    AdamSettings,
+    LBFGSSettings,
+    descent_settings,
+    map_image,
+    map_latent,
+    method_settings,
+    operator_norm,
+    posterior_sampling,
+)
 from pa_recon.recon.latent import LATENT_SETTINGS
 
 KINDS = ("marginal", "conditional")
@@ -70,10 +80,11 @@ def frozen_priors(flows: dict, grid: Grid, array: LinearArray, device: str, dtyp
     return priors
 
 
-def graph_matches_eager(grid: Grid, array: LinearArray, flows: dict, steps: int = 20,
-                        channels_last: bool = False) -> float:
-    """Largest difference between CUDA-graph and op-by-op runs of image MAP, latent MAP and refined posterior
-    samples, in float64 (where a wrong capture shows and rounding does not)."""
+def graph_matches_eager(grid: Grid, array: LinearArray, flows: dict, descent: AdamSettings | LBFGSSettings,
+                        steps: int = 20, channels_last: bool = False) -> float:
+    """Largest difference between CUDA-graph and op-by-op runs of image MAP and latent MAP with the step rule of
+    ``descent``, and of refined posterior samples (Adam), in float64 (where a wrong capture shows and rounding does
+    not)."""
     op = PATOperator(grid, array, dtype=torch.float64, device="cuda")
     y, sigma = test_problem(op, 2)
     priors = frozen_priors(flows, grid, array, "cuda", torch.float64, channels_last=channels_last)
@@ -81,13 +92,14 @@ def graph_matches_eager(grid: Grid, array: LinearArray, flows: dict, steps: int 
         prior.nll(torch.rand(2, *op.image_shape, dtype=torch.float64, device="cuda"), prior.condition(op, y))
     worst = 0.0
     for graph in (True, False):
-        adam = AdamSettings(steps=steps, tau=None, cuda_graph=graph)
+        rule = replace(descent, steps=steps, tau=None, cuda_graph=graph)
         torch.manual_seed(0)
-        images = [map_image(op, y, sigma, p, x0="backprojection", settings=adam).image for p in priors.values()]
-        images += [map_latent(op, y, sigma, p, settings=replace(adam, lr=LATENT_SETTINGS.lr)).image
+        images = [map_image(op, y, sigma, p, x0="backprojection", settings=rule).image for p in priors.values()]
+        images += [map_latent(op, y, sigma, p, settings=replace(rule, lr=LATENT_SETTINGS.lr)).image
                    for p in priors.values()]
+        refine = AdamSettings(steps=steps, tau=None, cuda_graph=graph)
         images.append(posterior_sampling(op, y, sigma, priors["conditional"], n_samples=4, chi2_tol=None,
-                                         refine=adam, generator=torch.Generator("cuda").manual_seed(1)).mean)
+                                         refine=refine, generator=torch.Generator("cuda").manual_seed(1)).mean)
         if graph:
             reference = images
         else:
@@ -95,7 +107,7 @@ def graph_matches_eager(grid: Grid, array: LinearArray, flows: dict, steps: int 
     return worst
 
 
-#: How the Adam steps run: ``AdamSettings`` fields per mode (CUDA graphs exist on CUDA only).
+#: How the steps run: settings fields per mode (CUDA graphs exist on CUDA only).
 MODES = {"eager": {"cuda_graph": False}, "graph": {"cuda_graph": True}}
 PARTS = ("map", "batch", "posterior")
 COLUMNS = {"map_marginal_first_s": "first MAP call, marginal [s]", "map_marginal_s": "MAP marginal [s]",
@@ -115,19 +127,19 @@ def first_and_median(fn: Callable[[], object], device: str) -> tuple[float, floa
     return time.perf_counter() - start, median_seconds(fn, device, 1)
 
 
-def step_profile(grid: Grid, array: LinearArray, flows: dict, device: str, steps: int, top: int = 12,
-                 channels_last: bool = False) -> str:
+def step_profile(grid: Grid, array: LinearArray, flows: dict, device: str, descent: AdamSettings | LBFGSSettings,
+                 steps: int, top: int = 12, channels_last: bool = False) -> str:
     """Per prior: operator calls (CUDA kernels on CUDA) and their time per op-by-op image-MAP step on one scan,
     averaged over ``steps`` profiled steps after an unprofiled run (the start image, made once, spread over them),
     with the ``top`` entries by own time."""
     op = PATOperator(grid, array, device=device)
     y, sigma = test_problem(op, 1)
-    adam = AdamSettings(steps=steps, tau=0.0, cuda_graph=False)
+    rule = replace(descent, steps=steps, tau=0.0, cuda_graph=False)
     cuda = device == "cuda"
     lines = []
     for kind, prior in frozen_priors(flows, grid, array, device, channels_last=channels_last).items():
         def run(p: FlowPrior = prior) -> None:
-            map_image(op, y, sigma, p, x0="backprojection", settings=adam)
+            map_image(op, y, sigma, p, x0="backprojection", settings=rule)
             if cuda:
                 torch.cuda.synchronize()
         run()
@@ -154,11 +166,12 @@ def timings(grid: Grid, array: LinearArray, flows: dict, settings: dict, device:
     priors = frozen_priors(flows, grid, array, device, compile_passes=compile_passes, channels_last=channels_last)
     map_settings = method_settings("map", settings.get("map"))
     steps, latent_steps = int(map_settings["steps"]), int(map_settings["latent_steps"])
+    optimizer = map_settings["optimizer"]
     posterior = method_settings("posterior", settings.get("posterior"))
     # tau=0 never meets the discrepancy principle, so every run takes all the steps; the back-projection start
     # because an untrained prior's central image can make the first step non-finite (which would end the run).
-    adam = AdamSettings(steps=steps, tau=0.0, **MODES[mode])
-    row = {"device": device, "mode": mode, "map_steps": steps, "batch": batch,
+    rule = replace(descent_settings(map_settings), tau=0.0, **MODES[mode])
+    row = {"device": device, "mode": mode, "optimizer": optimizer, "map_steps": steps, "batch": batch,
            "refine_steps": int(posterior["refine_steps"])}
 
     def put(column: str, seconds: float) -> None:
@@ -168,22 +181,22 @@ def timings(grid: Grid, array: LinearArray, flows: dict, settings: dict, device:
     if "map" in parts:
         for kind, prior in priors.items():
             first, later = first_and_median(
-                lambda p=prior: map_image(op, y[:1], sigma[:1], p, x0="backprojection", settings=adam), device)
+                lambda p=prior: map_image(op, y[:1], sigma[:1], p, x0="backprojection", settings=rule), device)
             if kind == "marginal":
                 put("map_marginal_first_s", first)
             put(f"map_{kind}_s", later)
         # The starts as map_image makes them: zero image-space steps leave one evaluation of the objective.
         norm = operator_norm(op, device=device)
-        latent = replace(adam, steps=latent_steps, lr=LATENT_SETTINGS.lr)
+        latent = replace(rule, steps=latent_steps, lr=LATENT_SETTINGS.lr)
         for column, kind, start in (("tv_start_s", "marginal", "tv"), ("latent_start_s", "conditional", "latent")):
             put(column, median_seconds(
                 lambda p=priors[kind], x0=start: map_image(op, y[:1], sigma[:1], p, x0=x0, op_norm=norm,
-                                                           settings=replace(adam, steps=0), latent_settings=latent),
+                                                           settings=replace(rule, steps=0), latent_settings=latent),
                 device, 1))
         row["latent_steps"] = latent_steps
     if "batch" in parts:
         put("map_conditional_batch_s_per_scan", median_seconds(
-            lambda: map_image(op, y, sigma, priors["conditional"], x0="backprojection", settings=adam), device,
+            lambda: map_image(op, y, sigma, priors["conditional"], x0="backprojection", settings=rule), device,
             1) / batch)
     if "posterior" in parts:
         put("posterior_100_s", median_seconds(
@@ -204,7 +217,7 @@ def main() -> None:
     parser.add_argument("--devices", nargs="+", choices=["cpu", "cuda"],
                         default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     parser.add_argument("--modes", nargs="+", choices=sorted(MODES), default=["graph", "eager"],
-                        help="how the Adam steps run: op by op, or replayed as a CUDA graph (CUDA only)")
+                        help="how the steps run: op by op, or replayed as a CUDA graph (CUDA only)")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument("--batch", type=int, default=16, help="scans reconstructed together for the per-scan figure")
     parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
@@ -217,6 +230,8 @@ def main() -> None:
                         help="store the priors' 4-D weights channels-last, so their convolutions run in that layout")
     parser.add_argument("--profile", type=int, metavar="N", default=0,
                         help="first print where one MAP step's time goes, from N profiled steps")
+    parser.add_argument("--optimizer", choices=("adam", "lbfgs"),
+                        help="MAP step rule (default: reconstruct.map.optimizer of --params)")
     parser.add_argument("--json")
     args = parser.parse_args()
     if "cuda" in args.devices and not torch.cuda.is_available():
@@ -224,15 +239,18 @@ def main() -> None:
     grid, array = geometry_from_params(args.params)
     flows = load_params(args.prior_params or args.params, "priors")["flow"]
     settings = load_params(args.params, "reconstruct")
+    if args.optimizer:
+        settings["map"] = {**settings.get("map", {}), "optimizer": args.optimizer}
+    descent = descent_settings(method_settings("map", settings.get("map")))
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     result: dict = {"rows": [], "cudnn_benchmark": args.cudnn_benchmark, "compile": args.compile,
                     "channels_last": args.channels_last}
     if args.profile:
         for device in args.devices:
-            print(step_profile(grid, array, flows, device, args.profile, channels_last=args.channels_last))
+            print(step_profile(grid, array, flows, device, descent, args.profile, channels_last=args.channels_last))
     mismatch = False
     if "cuda" in args.devices and args.check:
-        difference = graph_matches_eager(grid, array, flows, channels_last=args.channels_last)
+        difference = graph_matches_eager(grid, array, flows, descent, channels_last=args.channels_last)
         result["graph_vs_eager_float64_max_abs"] = difference
         print(f"CUDA graph against op-by-op steps (float64, 20 steps): largest difference {difference:.2e}")
         mismatch = difference > 1e-9
@@ -245,7 +263,8 @@ def main() -> None:
           f"{torch.__version__}, {torch.get_num_threads()} CPU threads; {hardware}; batch {args.batch}, "
           f"{refine_steps} RTO steps; cuDNN benchmark {'on' if args.cudnn_benchmark else 'off'}; "
           f"passes {'compiled' if args.compile else 'not compiled'}; "
-          f"{'channels-last' if args.channels_last else 'NCHW'} weights")
+          f"{'channels-last' if args.channels_last else 'NCHW'} weights; "
+          f"{'L-BFGS' if isinstance(descent, LBFGSSettings) else 'Adam'} MAP steps")
     print("| device | steps run | MAP steps | " + " | ".join(COLUMNS.values()) + " |")
     print("|---" * (3 + len(COLUMNS)) + "|")
     for device in args.devices:

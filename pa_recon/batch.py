@@ -9,6 +9,7 @@ must be readable at the same paths on every worker.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -129,6 +130,19 @@ def reconstruct_chunk(job: ReconJob, start: int, stop: int) -> ReconOutput:
     return ReconOutput.from_method(reconstruct(job.method, problem, job.settings))
 
 
+def check_scans(job: ReconJob, ranges: Sequence[tuple[int, int]]) -> None:
+    """Read every chunk of the job's file once before any work, so that bad values (NaN or infinite data or noise
+    levels; a noise level of 0 where the method weighs the data by it alone) stop the run before it starts."""
+    weighs_by_noise = needs_prior(job.method) and job.settings.get("model_error", 0.0) == 0
+    for start, stop in ranges:
+        sigma = read_measurements(job.measurements, start=start, stop=stop).noise_sigma
+        if weighs_by_noise and not (sigma > 0).all():
+            scan = start + int(np.flatnonzero(~(sigma > 0))[0])
+            raise PAReconError(f"scan {scan} has noise level {sigma[scan - start]:g}; {job.method} with model_error 0 "
+                               f"weighs the data by it, so it must be positive (or set reconstruct.{job.method}."
+                               "model_error > 0)", file=job.measurements, field="/measurements/noise_sigma")
+
+
 def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` ranges of at most ``size`` scans covering ``0 .. total − 1``."""
     if size < 1:
@@ -146,11 +160,14 @@ def reconstruct_file(job: ReconJob, batch_size: int, *, scheduler: str = "local"
     process's torch thread count, so on the same kind of CPU the results equal the local path's bit for bit.
     """
     method_settings(job.method, job.settings)
+    if n_workers is not None and n_workers < 1:
+        raise PAReconError(f"need at least 1 worker, got {n_workers}", field="--workers")
     op = file_operator(job.measurements, job.device)
     job_prior(job, op)
+    ranges = list(chunks(n_scans(job.measurements), batch_size))
+    check_scans(job, ranges)
     norm = operator_norm(op, device=job.device)
     job = replace(job, op_norm=norm, threads=torch.get_num_threads())
-    ranges = list(chunks(n_scans(job.measurements), batch_size))
     desc = f"reconstruct {job.method}"
     if scheduler == "local":
         parts = [reconstruct_chunk(job, a, b) for a, b in tqdm(ranges, desc=desc, unit="chunk")]
@@ -165,8 +182,9 @@ def _on_dask(job: ReconJob, ranges: list[tuple[int, int]], address: str | None, 
              desc: str) -> list[ReconOutput]:
     from dask.distributed import Client, LocalCluster, as_completed
 
+    # Workers log a failed chunk with its traceback; the error itself reaches the user as one line from gather.
     cluster = None if address else LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                                                 dashboard_address=None)
+                                                 dashboard_address=None, silence_logs=logging.CRITICAL)
     try:
         with Client(address or cluster, timeout="10s") as client:
             futures = [client.submit(reconstruct_chunk, job, a, b, pure=False) for a, b in ranges]

@@ -1,17 +1,21 @@
 """Chunked reconstruction of a file: local and dask paths agree exactly (images, maps and per-scan values);
 bad settings are named."""
 
+import shutil
+
+import h5py
 import numpy as np
 import pytest
 import torch
 
+from pa_recon import batch
 from pa_recon.batch import ReconJob, chunks, reconstruct_file
 from pa_recon.data.hdf5io import write_measurements
 from pa_recon.errors import PAReconError
 from pa_recon.flows.registry import randomize_parameters
 from pa_recon.physics import Grid, LinearArray, PATOperator
 from pa_recon.priors import FlowPrior, flow_config_for, save_prior
-from pa_recon.recon import STOP_REASONS
+from pa_recon.recon import STOP_REASONS, method_settings
 
 GRID = Grid(nx=12, nz=10, dx=2e-4)
 ARRAY = LinearArray.uniform(12, 2e-4, fs=20e6, n_samples=48)
@@ -103,3 +107,49 @@ def test_bad_scheduler_and_unknown_setting_are_named(measurements):
         reconstruct_file(ReconJob(measurements, "bp"), 2, scheduler="ray")
     with pytest.raises(PAReconError, match="reconstruct.bp"):
         reconstruct_file(ReconJob(measurements, "bp", {"lam": 1.0}), 2)
+
+
+def test_workers_below_one_are_refused_before_a_cluster_starts(measurements):
+    with pytest.raises(PAReconError, match="--workers: need at least 1 worker"):
+        reconstruct_file(ReconJob(measurements, "bp"), 2, scheduler="distributed", n_workers=0)
+
+
+def _copy_with(path, tmp_path, **changes) -> str:
+    """A copy of the measurement file ``path`` with datasets of ``/measurements`` changed in place."""
+    copy = tmp_path / "changed.h5"
+    shutil.copy(path, copy)
+    with h5py.File(copy, "r+") as f:
+        for name, change in changes.items():
+            values = f[f"measurements/{name}"][...]
+            change(values)
+            f[f"measurements/{name}"][...] = values
+    return str(copy)
+
+
+def _spy_chunks(monkeypatch) -> list:
+    calls = []
+    original = batch.reconstruct_chunk
+    monkeypatch.setattr(batch, "reconstruct_chunk", lambda *args: calls.append(args) or original(*args))
+    return calls
+
+
+def test_bad_values_in_a_late_scan_stop_the_run_before_any_chunk(measurements, tmp_path, monkeypatch):
+    calls = _spy_chunks(monkeypatch)
+    bad = _copy_with(measurements, tmp_path, data=lambda d: d.__setitem__((4, 0, 0), np.nan))
+    with pytest.raises(PAReconError, match=r"/measurements/data: .*NaN.*scan 4"):
+        reconstruct_file(ReconJob(bad, "tv"), 2)
+    assert calls == []
+
+
+def test_a_zero_noise_level_is_refused_where_the_method_weighs_by_it_alone(with_prior, tmp_path, monkeypatch):
+    path, prior = with_prior
+    calls = _spy_chunks(monkeypatch)
+    quiet = _copy_with(path, tmp_path, noise_sigma=lambda s: s.__setitem__(3, 0.0))
+    settings = {"steps": 2, "latent_steps": 1}
+    with pytest.raises(PAReconError, match=r"noise_sigma: scan 3 has noise level 0; .*model_error"):
+        reconstruct_file(ReconJob(quiet, "map", method_settings("map", settings), prior=prior), 2)
+    assert calls == []
+    # With a model error the likelihood's std stays positive, and without a prior the noise level is not used.
+    assert reconstruct_file(ReconJob(quiet, "map", method_settings("map", {**settings, "model_error": 0.05}),
+                                     prior=prior), 2).maps["image"].shape == (5, 8, 8)
+    assert reconstruct_file(ReconJob(quiet, "bp"), 2).maps["image"].shape == (5, 8, 8)

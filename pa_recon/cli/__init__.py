@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from pa_recon import __version__
 from pa_recon.cli import flows, pat, priors, sr
+from pa_recon.cli.common import prepare_outputs, remove_empty_folders
 from pa_recon.errors import PAReconError
 
 DESCRIPTION = ("Limited-view photoacoustic reconstruction with normalizing-flow priors: simulate scans, train priors, "
@@ -35,15 +38,27 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``pa-recon``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    for name in ("out", "metrics"):
-        if getattr(args, name, None):
-            Path(getattr(args, name)).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        args.func(args)
-    except PAReconError as err:
-        print(f"pa-recon: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    created: list[Path] = []
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            created = prepare_outputs(args)
+            args.func(args)
+        except PAReconError as err:
+            message = str(err)
+        except OSError as err:  # e.g. a disk that filled up or went read-only while writing
+            message = f"{err.filename}: {err.strerror or err}" if err.filename else str(err)
+        else:
+            return 0
+    remove_empty_folders(created)
+    print(f"pa-recon: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """A warning as one line for the user, without the source location and line."""
+    print(f"pa-recon: warning: {message}", file=sys.stderr if file is None else file)
 
 
 if __name__ == "__main__":

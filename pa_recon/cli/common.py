@@ -1,8 +1,11 @@
-"""Helpers shared by the sub-commands: params sections, devices, batched progress."""
+"""Helpers shared by the sub-commands: params sections, output paths, devices, batched progress."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import argparse
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -58,20 +61,46 @@ def benchmark_profile(path: str | Path, required: Sequence[str],
     return bench, name, profile
 
 
+def check_keys(values: object, known: Iterable[str], *, file: str | Path, field: str,
+               required: Iterable[str] = ()) -> dict[str, Any]:
+    """``values`` as a dict, if it is a mapping whose keys are all ``known`` and include the ``required`` ones; else a
+    :class:`PAReconError` naming the params key ``field`` (so a typo is not silently ignored)."""
+    if not isinstance(values, Mapping):
+        raise PAReconError(f"expected a mapping, got {values!r}", file=file, field=field)
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise PAReconError(f"unknown settings {unknown}; known: {sorted(known)}", file=file, field=field)
+    missing = [key for key in required if key not in values]
+    if missing:
+        raise PAReconError(f"missing settings {missing}", file=file, field=field)
+    return dict(values)
+
+
+#: Keys of ``geometry.array``: the element count and pitch, and the other fields of :class:`LinearArray`.
+ARRAY_KEYS = ("n_elements", "pitch", *(f.name for f in fields(LinearArray) if f.name != "element_x"))
+
+
 def geometry_from_params(path: str | Path) -> tuple[Grid, LinearArray]:
     """The reconstruction grid and the array from the ``geometry`` section (array given by count and pitch)."""
-    geometry = load_params(path, "geometry")
+    geometry = check_keys(load_params(path, "geometry"), ("grid", "array"), file=path, field="geometry",
+                          required=("grid", "array"))
+    grid = check_keys(geometry["grid"], ("nx", "nz", "dx"), file=path, field="geometry.grid",
+                      required=("nx", "nz", "dx"))
+    array = check_keys(geometry["array"], ARRAY_KEYS, file=path, field="geometry.array",
+                       required=("n_elements", "pitch"))
     try:
-        return Grid(**geometry["grid"]), LinearArray.uniform(**geometry["array"])
-    except (KeyError, TypeError) as err:
-        raise PAReconError(f"incomplete or unknown geometry settings: {err}", file=path, field="geometry") from None
+        return Grid(**grid), LinearArray.uniform(**array)
+    except PAReconError as err:
+        raise PAReconError(err.message, file=path, field=f"geometry.{err.field}" if err.field else "geometry") from None
+    except (TypeError, ValueError) as err:
+        raise PAReconError(f"bad geometry settings: {err}", file=path, field="geometry") from None
 
 
 def family_phantoms(path: str | Path, family: Mapping[str, Any], n: int, seed: int) -> tuple[Grid, np.ndarray]:
     """``n`` phantoms ``(n, nz, nx)`` of a phantom family (``source``, ``vessels``, ``split`` as in ``test_sets`` or
     ``priors.data``) on the simulation grid of the params file ``path``: its reconstruction grid refined
     ``phantoms.refine`` times (default 2). Returns that grid and the images."""
-    common = load_params(path, "phantoms")
+    common = check_keys(load_params(path, "phantoms"), ("refine", "vessel_masks_dir"), file=path, field="phantoms")
     grid, _ = geometry_from_params(path)
     fine = grid.refined(int(common.get("refine", 2)))
     images = make_phantoms(n, fine.nz, fine.nx, seed, source=family.get("source", "procedural"),
@@ -96,3 +125,62 @@ def batches(total: int, size: int, desc: str) -> Iterator[tuple[int, int]]:
             stop = min(total, start + size)
             yield start, stop
             bar.update(stop - start)
+
+
+def declare_outputs(parser: argparse.ArgumentParser, *, files: Sequence[str] = (),
+                    folders: Sequence[str] = ()) -> None:
+    """Name the arguments (``dest`` names) of a sub-command that are output files and output folders, for
+    :func:`prepare_outputs`."""
+    parser.set_defaults(output_files=tuple(files), output_folders=tuple(folders))
+
+
+def prepare_outputs(args: argparse.Namespace) -> list[Path]:
+    """Check the output paths :func:`declare_outputs` named before any work, and create the missing folders that
+    output files go into; returns the folders created (outermost first), for removal if the command fails.
+
+    An output file must not be a folder nor one of the command's input files (the other arguments naming existing
+    files); an output folder must not be a file; and the nearest existing folder above each output must be
+    writable.
+    """
+    files = [(name, Path(value)) for name in getattr(args, "output_files", ()) if (value := getattr(args, name))]
+    folders = [(name, Path(value)) for name in getattr(args, "output_folders", ()) if (value := getattr(args, name))]
+    outputs = {name for name, _ in (*files, *folders)}
+    inputs = [Path(v) for name, value in vars(args).items() if name not in outputs
+              for v in (value if isinstance(value, list) else [value]) if isinstance(v, str) and Path(v).is_file()]
+    for name, path in files:
+        flag = "--" + name.replace("_", "-")
+        if path.is_dir():
+            raise PAReconError("is a folder; give a file name", file=path, field=flag)
+        if path.exists() and any(path.samefile(i) for i in inputs):
+            raise PAReconError("is also an input of this command; writing it would destroy that input",
+                               file=path, field=flag)
+        _check_writable(path.parent, flag)
+    for name, path in folders:
+        flag = "--" + name.replace("_", "-")
+        if path.exists() and not path.is_dir():
+            raise PAReconError("is a file; give a folder", file=path, field=flag)
+        _check_writable(path, flag)
+    created: list[Path] = []
+    for _, path in files:
+        missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        created += [p for p in reversed(missing) if p not in created]
+    return created
+
+
+def remove_empty_folders(folders: Sequence[Path]) -> None:
+    """Remove ``folders`` (outermost first) that are still empty, innermost first."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass  # not empty: the command wrote something there, or another process did
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    """The nearest existing folder at or above ``path`` must be a writable folder."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise PAReconError(f"cannot create it: {existing} is a file", file=path, field=flag)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PAReconError(f"cannot write into {existing} (read-only or no permission)", file=path, field=flag)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from pa_recon.cli.common import benchmark_profile, load_params, pick_device
+from pa_recon.cli.common import benchmark_profile, declare_outputs, load_params, pick_device
 from pa_recon.errors import PAReconError
 from pa_recon.flows import SubnetConfig
 from pa_recon.report import write_metrics_json, write_text
@@ -125,6 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="a name in the params file's models section")
     p.add_argument("--out", required=True, help="training folder (checkpoints, samples, run.json)")
     p.set_defaults(func=cmd_flow_train)
+    declare_outputs(p, folders=["out"])
 
     p = sub.add_parser("flow-eval", help="bits/dim (importance-sampled), timings and figures of a trained flow")
     p.add_argument("--params", default="params.yaml")
@@ -132,6 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="the training folder written by flow-train")
     p.add_argument("--out", required=True, help="folder for metrics.json and the PNG figures")
     p.set_defaults(func=cmd_flow_eval)
+    declare_outputs(p, folders=["out"])
 
     p = sub.add_parser("flow-report", help="Markdown table and metrics JSON of several evaluated flows")
     p.add_argument("results", nargs="+", help="metrics.json files of flow-eval; each named by its folder")
@@ -139,3 +141,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="Markdown table to write")
     p.add_argument("--metrics", required=True, help="metrics JSON to write (for dvc metrics show)")
     p.set_defaults(func=cmd_flow_report)
+    declare_outputs(p, files=["out", "metrics"])

@@ -12,7 +12,15 @@ import numpy as np
 import torch
 
 from pa_recon.batch import ReconJob, reconstruct_file
-from pa_recon.cli.common import batches, family_phantoms, geometry_from_params, load_params, pick_device
+from pa_recon.cli.common import (
+    batches,
+    check_keys,
+    declare_outputs,
+    family_phantoms,
+    geometry_from_params,
+    load_params,
+    pick_device,
+)
 from pa_recon.data.hdf5io import (
     read_measurements,
     read_phantoms,
@@ -25,7 +33,7 @@ from pa_recon.data.ipasc import import_ipasc
 from pa_recon.data.phantoms import downsample
 from pa_recon.errors import PAReconError
 from pa_recon.physics import Grid, MeasurementSimulator, estimate_noise_sigma
-from pa_recon.recon import method_names, method_settings, parse_method
+from pa_recon.recon import METHODS, method_names, method_settings, parse_method
 from pa_recon.report import (
     add_paired_gains,
     per_scan_metrics,
@@ -39,6 +47,10 @@ from pa_recon.report import (
 
 T = TypeVar("T")
 
+#: Keys of a ``test_sets`` entry: the phantom family (as :func:`~pa_recon.data.families.make_phantoms` takes it),
+#: the number of phantoms and their seed.
+TEST_SET_KEYS = ("source", "vessels", "split", "n", "seed")
+
 
 def cmd_phantoms(args: argparse.Namespace) -> None:
     """Write one test set's phantoms on the simulation grid (the reconstruction grid refined ``refine`` times)."""
@@ -46,7 +58,8 @@ def cmd_phantoms(args: argparse.Namespace) -> None:
     if args.set not in test_sets:
         raise PAReconError(f"unknown test set; defined: {sorted(test_sets)}", file=args.params,
                            field=f"test_sets.{args.set}")
-    settings = {"n": 16, "seed": 0, **test_sets[args.set]}
+    settings = {"n": 16, "seed": 0, **check_keys(test_sets[args.set], TEST_SET_KEYS, file=args.params,
+                                                  field=f"test_sets.{args.set}")}
     fine, images = family_phantoms(args.params, settings, int(settings["n"]), int(settings["seed"]))
     write_phantoms(args.out, images, fine.to_dict(),
                    attrs={"test_set": args.set, "source": settings.get("source", "procedural"),
@@ -55,7 +68,8 @@ def cmd_phantoms(args: argparse.Namespace) -> None:
 
 def cmd_simulate(args: argparse.Namespace) -> None:
     """Simulate noisy data of each phantom at each SNR of the ``simulate`` section, with coarse ground truth."""
-    settings = load_params(args.params, "simulate")
+    settings = check_keys(load_params(args.params, "simulate"), ("snr_db", "seed"), file=args.params,
+                          field="simulate", required=("snr_db",))
     grid, array = geometry_from_params(args.params)
     phantoms = read_phantoms(args.phantoms)
     fine = Grid.from_dict(phantoms.grid)
@@ -93,7 +107,9 @@ def cmd_import_ipasc(args: argparse.Namespace) -> None:
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     """Reconstruct every scan of a measurement file with one method, in chunks, here or on a dask cluster."""
     spec = parse_method(args.method)
-    overrides = load_params(args.params, "reconstruct").get(spec.method, {}) if args.params else {}
+    sections = (check_keys(load_params(args.params, "reconstruct"), METHODS, file=args.params, field="reconstruct")
+                if args.params else {})
+    overrides = sections.get(spec.method, {})
     job = ReconJob(args.measurements, spec.method, method_settings(spec.method, overrides),
                    device=str(pick_device(args.device)), seed=args.seed, prior=args.prior,
                    prior_kind=spec.prior_kind, allow_geometry_mismatch=args.allow_geometry_mismatch,
@@ -102,7 +118,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
                            n_workers=args.workers)
     name = args.name or spec.name
     grid = read_measurements(args.measurements, stop=1).grid
-    attrs = {"method": args.method, "prior": Path(args.prior).name if args.prior else "",
+    attrs = {"method": args.method, "prior": args.prior or "",
              **{f"settings_{k}": str(v) for k, v in job.settings.items()}}
     write_reconstructions(args.out, {name: out.maps["image"]}, grid, Path(args.measurements).name,
                           maps=_named(name, out.maps), per_scan=_named(name, out.per_scan),
@@ -126,6 +142,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     labels: dict[str, tuple[str, ...]] = {}
     for path in args.reconstructions:
         recon = read_reconstructions(path)
+        if recon.grid != meas.grid:
+            raise PAReconError(f"grid {recon.grid} differs from the measurement file's {meas.grid}: a reconstruction "
+                               "of other data", file=path, field="/grid")
         for method, stack in recon.images.items():
             if stack.shape != meas.p0.shape:
                 raise PAReconError(f"shape {stack.shape} does not match the truth {meas.p0.shape}", file=path,
@@ -176,6 +195,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--set", required=True, help="name of a test set in the params file's test_sets section")
     p.set_defaults(func=cmd_phantoms)
+    declare_outputs(p, files=["out"])
 
     p = sub.add_parser("simulate", help="phantoms → noisy limited-view measurements (HDF5)")
     p.add_argument("phantoms")
@@ -184,6 +204,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=cmd_simulate)
+    declare_outputs(p, files=["out"])
 
     p = sub.add_parser("import-ipasc", help="IPASC/PACFISH HDF5 of a linear array → measurement file")
     p.add_argument("ipasc")
@@ -194,6 +215,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--noise-sigma", type=float,
                    help="noise std in data units (default: estimated per scan from the data)")
     p.set_defaults(func=cmd_import_ipasc)
+    declare_outputs(p, files=["out"])
 
     p = sub.add_parser("reconstruct", help="measurements → reconstructions (HDF5)")
     p.add_argument("measurements")
@@ -217,6 +239,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--address", help="dask scheduler HOST:PORT (default: start a LocalCluster)")
     p.add_argument("--workers", type=int, help="LocalCluster worker processes (default: dask's choice)")
     p.set_defaults(func=cmd_reconstruct)
+    declare_outputs(p, files=["out"])
 
     p = sub.add_parser("evaluate", help="metrics JSON, per-scan CSV plots and PNG panels")
     p.add_argument("measurements", help="measurement file holding the ground truth")
@@ -228,9 +251,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ranking", nargs="+", metavar="METHOD",
                    help="methods, expected worst first: each gets its per-scan PSNR/SSIM gain over the one before")
     p.set_defaults(func=cmd_evaluate)
+    declare_outputs(p, files=["metrics"], folders=["plots", "figures"])
 
     p = sub.add_parser("report", help="one Markdown table from the metrics JSON of several test sets")
     p.add_argument("summaries", metavar="metrics", nargs="+",
                    help="metrics JSON files; each is named by its parent folder")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
+    declare_outputs(p, files=["out"])

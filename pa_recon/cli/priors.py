@@ -6,25 +6,47 @@ import argparse
 
 from torch import Tensor
 
-from pa_recon.cli.common import geometry_from_params, load_params, pick_device
+from pa_recon.cli.common import check_keys, declare_outputs, geometry_from_params, load_params, pick_device
 from pa_recon.errors import PAReconError
-from pa_recon.priors import cached_training_set, make_training_images, make_training_pairs, train_prior
+from pa_recon.priors import (
+    cached_training_set,
+    flow_config_for,
+    make_training_images,
+    make_training_pairs,
+    train_prior,
+)
+from pa_recon.recon.methods import PRIOR_KINDS
+from pa_recon.train import TrainConfig
+
+
+#: Keys of ``priors.data``: how many training images, their family (as in ``test_sets``), seed and SNR range.
+DATA_KEYS = ("n", "source", "vessels", "split", "seed", "snr_db_range")
 
 
 def cmd_train_prior(args: argparse.Namespace) -> None:
     """Simulate the training set of the ``priors`` params section and train one prior into ``--out-dir``."""
-    settings = load_params(args.params, "priors")
+    settings = check_keys(load_params(args.params, "priors"), ("alpha", "data", "flow", "train"), file=args.params,
+                          field="priors", required=("data", "flow", "train"))
     phantoms = load_params(args.params, "phantoms")
     grid, array = geometry_from_params(args.params)
-    try:
-        data, flow, train = settings["data"], settings["flow"][args.kind], dict(settings["train"][args.kind])
-    except KeyError as err:
-        raise PAReconError(f"missing setting {err}", file=args.params, field=f"priors ({args.kind})") from None
+    data = check_keys(settings["data"], DATA_KEYS, file=args.params, field="priors.data",
+                      required=("n", "snr_db_range") if args.kind == "conditional" else ("n",))
+    flow, train = (check_keys(settings[part], PRIOR_KINDS, file=args.params, field=f"priors.{part}",
+                              required=(args.kind,))[args.kind] for part in ("flow", "train"))
+    train = dict(train)
     family = {"source": data.get("source", "procedural"), "vessel_params": data.get("vessels"),
               "mask_dir": phantoms.get("vessel_masks_dir"), "split": data.get("split", "train"),
               "refine": int(phantoms.get("refine", 2)), "seed": int(data.get("seed", 0))}
     device = pick_device(args.device)
     train.setdefault("device", device.type)
+    # Every setting is checked before the training data are made, which takes minutes on a large profile.
+    for part, check in (("flow", lambda: flow_config_for(args.kind, flow, grid)),
+                        ("train", lambda: TrainConfig.from_dict({**train, "out_dir": args.out_dir}))):
+        try:
+            check()
+        except PAReconError as err:
+            where = f"priors.{part}.{args.kind}" + (f".{err.field}" if err.field else "")
+            raise PAReconError(err.message, file=args.params, field=where) from None
 
     def make() -> tuple[Tensor, Tensor | None]:
         if args.kind == "conditional":
@@ -42,8 +64,9 @@ def cmd_train_prior(args: argparse.Namespace) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train-prior``."""
     p = sub.add_parser("train-prior", help="train a marginal or conditional flow prior (writes OUT_DIR/prior.pt)")
-    p.add_argument("--kind", required=True, choices=("marginal", "conditional"))
+    p.add_argument("--kind", required=True, choices=PRIOR_KINDS)
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=cmd_train_prior)
+    declare_outputs(p, folders=["out_dir"])

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pa_recon.cli.common import benchmark_profile, load_params, pick_device
+from pa_recon.cli.common import benchmark_profile, declare_outputs, load_params, pick_device
 from pa_recon.data.sr_images import read_image, to_uint8
 from pa_recon.errors import PAReconError
 from pa_recon.report import write_text
@@ -224,6 +224,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--regression", help="trained regression folder whose encoder initialises the flow's "
                                         "(used when the profile's model.encoder_from_regression is true)")
     p.set_defaults(func=cmd_sr_train)
+    declare_outputs(p, folders=["out"])
 
     p = sub.add_parser("sr-eval", help="Set5/Set14 tables (Y and RGB protocols, LR-PSNR, diversity) and a figure")
     p.add_argument("--params", default="params.yaml")
@@ -231,6 +232,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--regression", required=True, help="the regression baseline's training folder")
     p.add_argument("--out", required=True, help="folder for table.md, metrics.json, per_image.json, figure.png")
     p.set_defaults(func=cmd_sr_eval)
+    declare_outputs(p, folders=["out"])
 
     p = sub.add_parser("sr", help="super-resolve an image with a trained SR flow (PNG samples)")
     p.add_argument("image", help="the low-resolution image (PNG, JPEG, BMP, TIFF)")
@@ -242,3 +244,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=cmd_sr)
+    declare_outputs(p, folders=["out"])

@@ -75,19 +75,23 @@ class FlowConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> FlowConfig:
         """Config from a plain mapping (e.g. a params.yaml section); unknown keys raise PAReconError."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise PAReconError(f"unknown flow settings {unknown}; known: {sorted(known)}", field=unknown[0])
+        _check_known(values, cls, "flow settings", "")
         settings = dict(values)
         if "shape" in settings:
             settings["shape"] = tuple(settings["shape"])
         if isinstance(settings.get("subnet"), Mapping):
-            try:
-                settings["subnet"] = SubnetConfig(**settings["subnet"])
-            except TypeError as err:
-                raise PAReconError(str(err), field="subnet") from None
+            _check_known(settings["subnet"], SubnetConfig, "subnet settings", "subnet.")
+            settings["subnet"] = SubnetConfig(**settings["subnet"])
         return cls(**settings)
+
+
+def _check_known(values: Mapping[str, Any], config: type, what: str, prefix: str) -> None:
+    """Every key of ``values`` must be a field of the dataclass ``config``; the error names the first unknown one
+    (after ``prefix``)."""
+    known = {f.name for f in fields(config)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise PAReconError(f"unknown {what} {unknown}; known: {sorted(known)}", field=prefix + unknown[0])
 
 
 def _check(config: FlowConfig) -> None:

@@ -10,10 +10,11 @@ By name: :func:`reconstruct` runs any of :data:`METHODS` and returns a :class:`M
 maps and one value per scan (the χ² of the image, and the stop reasons, acceptance or scan flags of a method).
 """
 
-from pa_recon.recon.adam import STOP_REASONS, AdamSettings
+from pa_recon.recon.adam import AdamSettings
 from pa_recon.recon.backprojection import back_projection, least_squares_scale, ramp_filter
 from pa_recon.recon.base import LinearOperator, ReconResult, lam_from_fraction, operator_norm
 from pa_recon.recon.cgls import cgls
+from pa_recon.recon.descent import STOP_REASONS
 from pa_recon.recon.hallucination import (
     FlagRule,
     HallucinationResult,
@@ -22,6 +23,7 @@ from pa_recon.recon.hallucination import (
     remove_small_regions,
 )
 from pa_recon.recon.latent import map_latent
+from pa_recon.recon.lbfgs import LBFGSSettings
 from pa_recon.recon.map import map_image
 from pa_recon.recon.map_common import MAPResult, chi_square, total_sigma
 from pa_recon.recon.methods import (
@@ -30,6 +32,7 @@ from pa_recon.recon.methods import (
     MethodSpec,
     Problem,
     check_prior_kind,
+    descent_settings,
     method_names,
     method_settings,
     needs_prior,
@@ -47,6 +50,7 @@ __all__ = [
     "FlagRule",
     "HallucinationResult",
     "ImagePrior",
+    "LBFGSSettings",
     "LinearOperator",
     "MAPResult",
     "MethodOutput",
@@ -57,6 +61,7 @@ __all__ = [
     "back_projection",
     "cgls",
     "check_prior_kind",
+    "descent_settings",
     "chi_square",
     "gradient",
     "gradient_adjoint",

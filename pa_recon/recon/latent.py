@@ -1,8 +1,8 @@
 """Latent-space MAP ("deep prior"): reconstruct as ``x = G(z [; c])`` with the prior's generator fixed.
 
 Minimises ``½‖A G(z) − y‖² / σ² + ½‖z‖²`` (nats) over the whitened latents ``z``, from ``z = 0`` (the prior's
-central image), by the batched Adam loop of :func:`pa_recon.recon.adam.minimise`, with the same per-scan stopping
-rules. Since ``−log p(x) = ½‖G⁻¹(x)‖² + log |det ∂G/∂z| + const``, this is the MAP over ``z``, not over ``x``:
+central image), by the batched descent of :func:`pa_recon.recon.descent.minimise` (Adam or L-BFGS), with the same
+per-scan stopping rules. Since ``−log p(x) = ½‖G⁻¹(x)‖² + log |det ∂G/∂z| + const``, this is the MAP over ``z``, not over ``x``:
 it leaves out the volume term, and the two coincide only when that term is constant (a linear ``G``).
 """
 
@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from pa_recon.recon.adam import AdamSettings, minimise
+from pa_recon.recon.adam import AdamSettings
 from pa_recon.recon.base import LinearOperator, batch_dot, require
+from pa_recon.recon.descent import minimise
+from pa_recon.recon.lbfgs import LBFGSSettings
 from pa_recon.recon.map_common import MAPResult, check_inputs, zero_latents
 from pa_recon.recon.prior_protocol import Condition, ImagePrior, prior_condition
 
@@ -27,7 +29,7 @@ def map_latent(
     prior: ImagePrior,
     *,
     z0: list[torch.Tensor] | None = None,
-    settings: AdamSettings = LATENT_SETTINGS,
+    settings: AdamSettings | LBFGSSettings = LATENT_SETTINGS,
 ) -> MAPResult:
     """Latent-space MAP for data ``y`` ``(B, *op.data_shape)`` with noise std ``sigma`` (data units, a number or
     ``(B,)``); a conditional prior is conditioned on ``prior.condition(op, y)``.
@@ -48,7 +50,8 @@ def map_latent(
 
 
 def latent_descent(op: LinearOperator, y: torch.Tensor, sigma: torch.Tensor, prior: ImagePrior,
-                   cond: Condition | None, z: list[torch.Tensor], settings: AdamSettings) -> MAPResult:
+                   cond: Condition | None, z: list[torch.Tensor],
+                   settings: AdamSettings | LBFGSSettings) -> MAPResult:
     """The descent of :func:`map_latent` on checked inputs: ``sigma`` ``(B,)``, the prior's condition ``cond``
     for ``y`` (``None`` for a marginal prior) and the start latents ``z`` (not modified)."""
     z, history, stopped, steps = minimise(

@@ -1,7 +1,7 @@
 """Image-space MAP reconstruction with a learned prior.
 
 The objective, per scan with noise std ``σ`` (data units), is ``½‖A x − y‖² / σ² + λ · NLL(x [| c])`` in nats,
-minimised by the batched Adam loop of :mod:`pa_recon.recon.adam` (stopping rules there);
+minimised by the batched descent of :mod:`pa_recon.recon.descent` (Adam or L-BFGS; stopping rules there);
 :mod:`pa_recon.recon.latent` minimises the same data term over the prior's latents.
 The data term may weight by noise plus model error (:func:`~pa_recon.recon.map_common.total_sigma`).
 """
@@ -12,10 +12,12 @@ from typing import Literal, get_args
 
 import torch
 
-from pa_recon.recon.adam import AdamSettings, minimise
+from pa_recon.recon.adam import AdamSettings
 from pa_recon.recon.backprojection import back_projection
 from pa_recon.recon.base import LinearOperator, check_number, initial_image, operator_norm, require
+from pa_recon.recon.descent import minimise
 from pa_recon.recon.latent import LATENT_SETTINGS, latent_descent
+from pa_recon.recon.lbfgs import LBFGSSettings
 from pa_recon.recon.map_common import MAPResult, check_inputs, zero_latents
 from pa_recon.recon.prior_protocol import ImagePrior, prior_condition
 from pa_recon.recon.tv import TV_ITERS, TV_LAM_FRACTION, tv_reconstruction
@@ -40,9 +42,9 @@ def map_image(
     *,
     lam: float = 1.0,
     x0: torch.Tensor | Start = "auto",
-    settings: AdamSettings = AdamSettings(),
+    settings: AdamSettings | LBFGSSettings = AdamSettings(),
     op_norm: float | None = None,
-    latent_settings: AdamSettings = LATENT_SETTINGS,
+    latent_settings: AdamSettings | LBFGSSettings = LATENT_SETTINGS,
 ) -> MAPResult:
     """Image-space MAP: minimise ``½‖A x − y‖²/σ² + lam · NLL(x [| c])`` for data ``y`` ``(B, *op.data_shape)``.
 
@@ -55,8 +57,8 @@ def map_image(
     :func:`~pa_recon.recon.latent.map_latent` with ``latent_settings``, same data and ``sigma``: an image on the
     prior's range that fits the data, which the image-space steps then free from that range); ``"auto"``
     (``"latent"`` for a conditional prior, ``"tv"`` for a marginal one, whose latent MAP fits the data poorly); or
-    an image ``(B, *op.image_shape)``, which is copied. ``settings``: see :class:`AdamSettings`; the learning rate
-    is in image units per step. Returns :class:`~pa_recon.recon.map_common.MAPResult` (``latents`` is ``None``).
+    an image ``(B, *op.image_shape)``, which is copied. ``settings``: :class:`AdamSettings` or
+    :class:`~pa_recon.recon.lbfgs.LBFGSSettings`; the learning rate is in image units per step. Returns :class:`~pa_recon.recon.map_common.MAPResult` (``latents`` is ``None``).
     """
     y, sigma, prior = check_inputs(op, y, sigma, prior)
     lam = check_number(lam, "lam")

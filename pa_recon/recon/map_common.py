@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 
-from pa_recon.recon.adam import check_sigma
+from pa_recon.recon.descent import check_sigma
 from pa_recon.recon.base import LinearOperator, batch_dot, check_data, check_number
 from pa_recon.recon.prior_protocol import ImagePrior, check_prior
 
@@ -23,7 +23,7 @@ class MAPResult(NamedTuple):
 
     ``image`` ``(B, *image_shape)``; ``history`` ``(n_done + 1, B)``, the objective (nats) at the start and after
     each step (constant once a scan has stopped; non-finite at the step where a scan diverged); ``stopped`` the
-    reason each scan stopped (one of :data:`~pa_recon.recon.adam.STOP_REASONS`); ``steps`` ``(B,)`` the Adam steps
+    reason each scan stopped (one of :data:`~pa_recon.recon.descent.STOP_REASONS`); ``steps`` ``(B,)`` the Adam steps
     each scan took; ``latents`` the final latents of a latent-space MAP, else ``None``.
     """
 

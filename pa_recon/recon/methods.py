@@ -17,12 +17,14 @@ from typing import Any, NamedTuple
 import torch
 
 from pa_recon.errors import PAReconError
-from pa_recon.recon.adam import STOP_REASONS, AdamSettings
+from pa_recon.recon.adam import AdamSettings
 from pa_recon.recon.backprojection import back_projection, check_filter
 from pa_recon.recon.base import LinearOperator, check_count, check_number, require
 from pa_recon.recon.cgls import cgls
+from pa_recon.recon.descent import STOP_REASONS
 from pa_recon.recon.hallucination import FlagRule, hallucination_map
 from pa_recon.recon.latent import LATENT_SETTINGS, map_latent
+from pa_recon.recon.lbfgs import LBFGSSettings
 from pa_recon.recon.map import check_start, map_image
 from pa_recon.recon.map_common import MAPResult, chi_square, total_sigma
 from pa_recon.recon.posterior import check_sampling, posterior_sampling, scan_values
@@ -90,13 +92,20 @@ def _tv(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
     return MethodOutput({"image": result.image})
 
 
-def _adam(s: Mapping[str, Any]) -> AdamSettings:
-    return AdamSettings(**{k: s[k] for k in ("steps", "lr", "lr_decay", "tau", "check_every", "cuda_graph")})
+def descent_settings(s: Mapping[str, Any]) -> AdamSettings | LBFGSSettings:
+    """The step rule ``s["optimizer"]`` (``adam`` or ``lbfgs``) with its settings from ``s``, a ``map`` or
+    ``map_latent`` settings block (:func:`method_settings`)."""
+    common = {k: s[k] for k in ("steps", "lr", "tau", "check_every", "cuda_graph")}
+    require(s["optimizer"] in OPTIMIZERS, f"unknown optimizer {s['optimizer']!r}; use one of {', '.join(OPTIMIZERS)}",
+            "optimizer")
+    if s["optimizer"] == "lbfgs":
+        return LBFGSSettings(memory=s["memory"], **common)
+    return AdamSettings(lr_decay=s["lr_decay"], **common)
 
 
 def _map_output(result: MAPResult) -> MethodOutput:
-    """The MAP image; per scan the reason it stopped (a code into :data:`STOP_REASONS`), its Adam steps and its
-    final objective (nats)."""
+    """The MAP image; per scan the reason it stopped (a code into :data:`STOP_REASONS`), its steps and its final
+    objective (nats)."""
     codes = torch.tensor([STOP_REASONS.index(reason) for reason in result.stopped], device=result.steps.device)
     return MethodOutput({"image": result.image},
                         {"stop_reason": codes, "steps": result.steps, "objective": result.history[-1]},
@@ -108,8 +117,11 @@ def _likelihood_sigma(p: Problem, s: Mapping[str, Any]) -> torch.Tensor:
     return total_sigma(p.y, p.sigma, s["model_error"])
 
 
-def _latent_start(s: Mapping[str, Any]) -> AdamSettings:
-    return replace(LATENT_SETTINGS, steps=s["latent_steps"], check_every=s["check_every"], cuda_graph=s["cuda_graph"])
+def _latent_start(s: Mapping[str, Any]) -> AdamSettings | LBFGSSettings:
+    """``s``'s step rule for ``latent_steps`` steps at the rate, rate decay and discrepancy factor of
+    :data:`LATENT_SETTINGS`."""
+    return descent_settings({**s, "steps": s["latent_steps"], "lr": LATENT_SETTINGS.lr,
+                             "lr_decay": LATENT_SETTINGS.lr_decay, "tau": LATENT_SETTINGS.tau})
 
 
 def _prior_weight(p: Problem, s: Mapping[str, Any]) -> float:
@@ -120,12 +132,12 @@ def _prior_weight(p: Problem, s: Mapping[str, Any]) -> float:
 
 def _map(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
     return _map_output(map_image(p.op, p.y, _likelihood_sigma(p, s), p.prior, lam=_prior_weight(p, s),
-                                 x0=s["init"], settings=_adam(s), op_norm=p.op_norm,
+                                 x0=s["init"], settings=descent_settings(s), op_norm=p.op_norm,
                                  latent_settings=_latent_start(s)))
 
 
 def _map_latent(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
-    return _map_output(map_latent(p.op, p.y, _likelihood_sigma(p, s), p.prior, settings=_adam(s)))
+    return _map_output(map_latent(p.op, p.y, _likelihood_sigma(p, s), p.prior, settings=descent_settings(s)))
 
 
 def _flag_rule(s: Mapping[str, Any]) -> FlagRule:
@@ -184,13 +196,13 @@ def _check_map(s: Mapping[str, Any]) -> None:
     else:
         check_number(lam, "lam")
     check_start(s["init"], "init")
-    _adam(s)
+    descent_settings(s)
     check_count(s["latent_steps"], "latent_steps")
 
 
 def _check_map_latent(s: Mapping[str, Any]) -> None:
     _check_numbers(s, "model_error")
-    _adam(s)
+    descent_settings(s)
 
 
 def _check_posterior(s: Mapping[str, Any]) -> None:
@@ -200,15 +212,23 @@ def _check_posterior(s: Mapping[str, Any]) -> None:
                    presence_threshold=s["presence_threshold"], refine=_refine(s))
 
 
-_ADAM = {"steps": 500, "lr": 1e-2, "lr_decay": 0.1, "tau": 1.0, "check_every": 10, "cuda_graph": True}
+#: The step rules of ``map`` and ``map_latent`` (``optimizer``).
+OPTIMIZERS = ("adam", "lbfgs")
+_DESCENT = {"optimizer": "adam", "steps": 500, "lr": 1e-2, "lr_decay": 0.1, "memory": 10, "tau": 1.0,
+            "check_every": 10, "cuda_graph": True}
 _LIKELIHOOD = {"model_error": 0.0}
 
 #: name → :class:`MethodEntry` (method, default settings, the kinds of prior it takes, settings check). ``map`` and
 #: ``map_latent`` work with a marginal or a conditional prior alike (the prior decides); ``posterior`` needs a
 #: conditional one.
 #:
-#: ``cuda_graph`` (MAP, latent MAP, the posterior's refinement): replay each Adam step as a captured CUDA graph on a
-#: GPU (see :class:`~pa_recon.recon.adam.AdamSettings`).
+#: ``optimizer`` (MAP, latent MAP): ``adam`` (:class:`~pa_recon.recon.adam.AdamSettings`: ``lr`` falls to
+#: ``lr · lr_decay`` over the ``steps``) or ``lbfgs`` (:class:`~pa_recon.recon.lbfgs.LBFGSSettings`: ``memory``
+#: curvature pairs, ``lr`` the size of a steepest-descent step; ``steps`` counts objective evaluations, its line
+#: search included). ``map``'s latent start uses the same optimizer.
+#:
+#: ``cuda_graph`` (MAP, latent MAP, the posterior's refinement): replay each step as a captured CUDA graph on a
+#: GPU (see :mod:`~pa_recon.recon.descent`).
 #:
 #: ``model_error`` (MAP, latent MAP, posterior): the operator's error relative to the data's RMS, added to the noise
 #: in the data term (:func:`~pa_recon.recon.map_common.total_sigma`); the discrepancy stop and the posterior's χ²
@@ -223,7 +243,7 @@ _LIKELIHOOD = {"model_error": 0.0}
 #: units) of randomise-then-optimise; see :mod:`pa_recon.recon.posterior`.
 #:
 #: Per-scan values besides ``chi2``: ``map`` and ``map_latent`` give ``stop_reason`` (codes of
-#: :data:`~pa_recon.recon.adam.STOP_REASONS`), ``steps`` and ``objective`` (the minimised objective at the image, in
+#: :data:`~pa_recon.recon.descent.STOP_REASONS`), ``steps`` and ``objective`` (the minimised objective at the image, in
 #: nats: comparable between runs of the same method, prior, ``lam``, noise and ``model_error`` only); ``posterior``
 #: gives ``acceptance``, ``chi2_median`` and ``scan_flag`` by the rule of
 #: :func:`~pa_recon.recon.posterior.scan_values` with ``scan_chi2_tol``.
@@ -231,9 +251,9 @@ REGISTRY: dict[str, MethodEntry] = {
     "bp": MethodEntry(_bp, {"filter": "none", "nonneg": True}, (), _check_bp),
     "cgls": MethodEntry(_cgls, {"lam_fraction": 1e-3, "n_iter": 50, "tol": 1e-6}, (), _check_cgls),
     "tv": MethodEntry(_tv, {"lam_fraction": TV_LAM_FRACTION, "n_iter": TV_ITERS, "nonneg": True}, (), _check_tv),
-    "map": MethodEntry(_map, {"lam": 1.0, "init": "auto", "latent_steps": 200, **_ADAM, **_LIKELIHOOD}, PRIOR_KINDS,
+    "map": MethodEntry(_map, {"lam": 1.0, "init": "auto", "latent_steps": 200, **_DESCENT, **_LIKELIHOOD}, PRIOR_KINDS,
                        _check_map),
-    "map_latent": MethodEntry(_map_latent, {**_ADAM, "lr": 5e-2, **_LIKELIHOOD}, PRIOR_KINDS, _check_map_latent),
+    "map_latent": MethodEntry(_map_latent, {**_DESCENT, "lr": 5e-2, **_LIKELIHOOD}, PRIOR_KINDS, _check_map_latent),
     "posterior": MethodEntry(_posterior, {"n_samples": 32, "temperature": 1.0, "chunk": 8, "chi2_tol": 0.5,
                                           "presence_threshold": 0.2, "std_scale": 0.2, "null_scale": 0.2,
                                           "weights": [1.0, 1.0, 1.0], "threshold": 0.5, "min_size": 4,

@@ -30,7 +30,8 @@ from typing import NamedTuple
 
 import torch
 
-from pa_recon.recon.adam import AdamSettings, check_sigma, minimise
+from pa_recon.recon.adam import AdamSettings
+from pa_recon.recon.descent import check_sigma, minimise
 from pa_recon.recon.base import LinearOperator, batch_dot, check_count, check_data, check_number, per_scan, require
 from pa_recon.recon.map_common import chi_square
 from pa_recon.recon.prior_protocol import (Condition, ImagePrior, check_prior, prior_condition,

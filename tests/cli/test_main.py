@@ -1,13 +1,15 @@
-"""The ``pa-recon`` entry point: version, help, and a missing input file."""
+"""The ``pa-recon`` entry point: version, help, one-line errors and warnings, and the checks of output paths."""
 
 from __future__ import annotations
 
+import errno
+import warnings
 from importlib.metadata import version
 
 import pytest
 
 import pa_recon
-from pa_recon.cli import main
+from pa_recon.cli import common, main, pat
 
 
 def test_version_is_the_installed_package_version(capsys):
@@ -34,3 +36,64 @@ def test_a_missing_measurement_file_is_one_line_and_status_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("pa-recon: error:") and "missing.h5" in err and "\n" not in err
     assert not (tmp_path / "r.h5").exists()
+
+
+@pytest.fixture
+def params_file(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("test_sets: {}\n")
+    return path
+
+
+def run_main(args: list, capsys) -> tuple[int, str]:
+    status = main([str(a) for a in args])
+    return status, capsys.readouterr().err.strip()
+
+
+def test_an_output_that_is_an_input_is_refused_and_the_input_kept(params_file, capsys):
+    before = params_file.read_bytes()
+    status, err = run_main(["phantoms", "--params", params_file, "--set", "x", "--out", params_file], capsys)
+    assert status == 2 and err == f"pa-recon: error: {params_file}: --out: is also an input of this command; " \
+                                  "writing it would destroy that input"
+    assert params_file.read_bytes() == before
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: (d / "folder.h5").mkdir() or d / "folder.h5", "is a folder; give a file name"),
+    (lambda d: d / "p.yaml" / "sub" / "o.h5", "cannot create it: "),
+])
+def test_an_output_file_that_cannot_be_a_file_is_refused_before_any_work(params_file, tmp_path, capsys, make,
+                                                                          message):
+    out = make(tmp_path)
+    status, err = run_main(["phantoms", "--params", params_file, "--set", "x", "--out", out], capsys)
+    assert status == 2 and message in err and "--out" in err and "\n" not in err
+
+
+def test_an_output_folder_that_is_a_file_is_refused(params_file, capsys):
+    status, err = run_main(["train-prior", "--kind", "marginal", "--params", params_file, "--out-dir", params_file],
+                           capsys)
+    assert status == 2 and err.endswith("--out-dir: is a file; give a folder")
+
+
+def test_an_unwritable_place_is_refused_and_no_folder_is_left(params_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(common.os, "access", lambda path, mode: False)
+    status, err = run_main(["report", params_file, "--out", tmp_path / "new" / "deeper" / "r.md"], capsys)
+    assert status == 2 and f"cannot write into {tmp_path} (read-only or no permission)" in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_an_os_error_while_working_is_one_line_and_the_new_folders_go(params_file, tmp_path, capsys, monkeypatch):
+    def disk_full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", args.out)
+
+    monkeypatch.setattr(pat, "cmd_report", disk_full)
+    out = tmp_path / "new" / "r.md"
+    status, err = run_main(["report", params_file, "--out", out], capsys)
+    assert status == 2 and err == f"pa-recon: error: {out}: No space left on device"
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_warning_is_one_line_without_source_code(params_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(pat, "cmd_report", lambda args: warnings.warn("the prior was trained for another array"))
+    status, err = run_main(["report", params_file, "--out", tmp_path / "r.md"], capsys)
+    assert status == 0 and err == "pa-recon: warning: the prior was trained for another array"

@@ -1,5 +1,6 @@
 """End to end through the CLI on a tiny geometry: phantoms → simulate → reconstruct → evaluate, and user errors."""
 
+import copy
 import json
 from pathlib import Path
 
@@ -11,7 +12,13 @@ import yaml
 from ipasc_fixture import line_positions, write_pacfish_file
 
 from pa_recon.cli import main
-from pa_recon.data.hdf5io import read_measurements, read_phantoms, read_reconstructions, write_measurements
+from pa_recon.data.hdf5io import (
+    read_measurements,
+    read_phantoms,
+    read_reconstructions,
+    write_measurements,
+    write_reconstructions,
+)
 from pa_recon.physics import Grid, LinearArray, PATOperator
 from pa_recon.recon import method_settings
 
@@ -124,6 +131,41 @@ def test_unknown_test_set_is_named(run, tmp_path, capsys):
     assert "test_sets.nope" in capsys.readouterr().err
 
 
+def _with(params: dict, dotted: str, value) -> dict:
+    """A deep copy of ``params`` with the key path ``dotted`` set to ``value``."""
+    changed = copy.deepcopy(params)
+    *parents, last = dotted.split(".")
+    node = changed
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return changed
+
+
+@pytest.mark.parametrize("dotted, value, command, message", [
+    ("geometry.array.fss", 2e7, "phantoms", "geometry.array: unknown settings ['fss']"),
+    ("geometry.grid", {"nx": 16, "nz": 16}, "phantoms", "geometry.grid: missing settings ['dx']"),
+    ("geometry.grid.dx", -1.0, "phantoms", "geometry.grid.dx: pixel size dx must be positive"),
+    ("phantoms.refin", 2, "phantoms", "phantoms: unknown settings ['refin']"),
+    ("test_sets.tiny.nn", 4, "phantoms", "test_sets.tiny: unknown settings ['nn']"),
+    ("simulate.sed", 3, "simulate", "simulate: unknown settings ['sed']"),
+    ("simulate", {"snr_dbs": [40.0]}, "simulate", "simulate: unknown settings ['snr_dbs']"),
+    ("simulate", {"seed": 1}, "simulate", "simulate: missing settings ['snr_db']"),
+    ("reconstruct.mapp", {"steps": 3}, "reconstruct", "reconstruct: unknown settings ['mapp']"),
+])
+def test_a_typo_in_a_params_key_is_named_before_any_work(run, tmp_path, capsys, dotted, value, command, message):
+    _, files, _ = run
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump(_with(PARAMS, dotted, value)))
+    out = tmp_path / "o.h5"
+    args = {"phantoms": ["phantoms", "--set", "tiny"], "simulate": ["simulate", str(files["phantoms"])],
+            "reconstruct": ["reconstruct", str(files["meas"]), "--method", "tv"]}[command]
+    assert main([*args, "--params", str(params), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"pa-recon: error: {params}: {message}") and "\n" not in err
+    assert not out.exists()
+
+
 def test_report_tables_every_set_and_group(run, tmp_path):
     d, _, _ = run
     out = tmp_path / "results.md"
@@ -177,6 +219,15 @@ def test_evaluate_without_plots_or_figures_writes_the_metrics_alone(run, tmp_pat
                  "--metrics", "m.json"]) == 0
     assert json.loads((tmp_path / "m.json").read_text()) == json.loads((d / "report" / "metrics.json").read_text())
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_evaluate_refuses_a_reconstruction_on_another_grid(run, tmp_path, capsys):
+    _, files, _ = run
+    other = tmp_path / "other_dx.h5"
+    recon = read_reconstructions(files["bp"])
+    write_reconstructions(other, recon.images, {**recon.grid, "dx": 2 * recon.grid["dx"]}, "elsewhere.h5")
+    assert main(["evaluate", str(files["meas"]), str(other), "--metrics", str(tmp_path / "m.json")]) == 2
+    assert "other_dx.h5: /grid: grid" in capsys.readouterr().err and not (tmp_path / "m.json").exists()
 
 
 def test_evaluate_needs_ground_truth(run, tmp_path, capsys):

@@ -1,5 +1,6 @@
 """train-prior → reconstruct with a prior (MAP, posterior) → evaluate, on a tiny geometry with tracking off."""
 
+import copy
 import json
 
 import numpy as np
@@ -47,6 +48,29 @@ def trained(tmp_path_factory):
     return d, params
 
 
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["priors"].update(alpah=0.1), "priors: unknown settings ['alpah']"),
+    (lambda p: p["priors"]["data"].update(nn=8), "priors.data: unknown settings ['nn']"),
+    (lambda p: p["priors"]["data"].pop("snr_db_range"), "priors.data: missing settings ['snr_db_range']"),
+    (lambda p: p["priors"]["train"].pop("conditional"), "priors.train: missing settings ['conditional']"),
+    (lambda p: p["priors"]["train"]["conditional"].update(max_stpes=3),
+     "priors.train.conditional.max_stpes: unknown training option(s)"),
+    (lambda p: p["priors"]["flow"]["conditional"]["subnet"].update(hiden=8),
+     "priors.flow.conditional.subnet.hiden: unknown subnet settings ['hiden']"),
+])
+def test_a_typo_in_the_priors_settings_is_named_before_the_data_are_made(tmp_path, capsys, monkeypatch, change,
+                                                                        message):
+    monkeypatch.setattr(cli_priors, "make_training_pairs", lambda *a, **k: pytest.fail("made training data"))
+    params = copy.deepcopy(PARAMS)
+    change(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    assert main(["train-prior", "--kind", "conditional", "--params", str(path), "--out-dir", str(tmp_path / "c"),
+                 "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.startswith(f"pa-recon: error: {path}: {message}")
+    assert not (tmp_path / "c").exists()
+
+
 def test_map_and_posterior_with_trained_priors_are_evaluated(trained):
     d, params = trained
     # A method named with its prior's kind gets the output name <method>_<kind>; a bare one takes --name.
@@ -69,6 +93,7 @@ def test_map_and_posterior_with_trained_priors_are_evaluated(trained):
     assert set(mapped.per_scan) == {"map_marginal_chi2", "map_marginal_stop_reason", "map_marginal_steps",
                                     "map_marginal_objective"}
     assert mapped.labels == {"map_marginal_stop_reason": STOP_REASONS}
+    assert mapped.attrs["prior"] == str(d / "marginal" / "prior.pt") and mapped.attrs["method"] == "map-marginal"
     assert np.all(mapped.per_scan["map_marginal_steps"] <= 5)
     assert main(["evaluate", str(d / "meas.h5"), *(str(d / f"{n}.h5") for *_, n in runs),
                  "--metrics", str(d / "m.json"), "--plots", str(d / "plots"), "--figures", str(d / "figs"),

@@ -175,9 +175,9 @@ def test_config_round_trips_through_a_plain_dict():
     assert plain["subnet"] == {"kind": "gated", "hidden": 8, "blocks": 1}
     plain["shape"] = list(plain["shape"])  # as YAML would give it
     assert FlowConfig.from_dict(plain) == config
-    with pytest.raises(PAReconError):
+    with pytest.raises(PAReconError, match=r"^level: unknown flow settings \['level'\]"):
         FlowConfig.from_dict({**plain, "level": 3})
-    with pytest.raises(PAReconError):
+    with pytest.raises(PAReconError, match=r"^subnet.width: unknown subnet settings \['width'\]; known: \['blocks'"):
         FlowConfig.from_dict({**plain, "subnet": {"kind": "resnet", "width": 3}})
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import torch
 from gaussian_prior import gaussian_case
 
-from pa_recon.recon.adam import AdamSettings, _AdamLoop, minimise
+from pa_recon.recon.adam import AdamSettings, _AdamLoop
+from pa_recon.recon.descent import Objective, minimise
 
 
 def loop_of(case, settings: AdamSettings) -> _AdamLoop:
-    return _AdamLoop(case.op, case.y, case.sigma, [case.x.clone()], lambda v: v[0],
-                     lambda v, image: case.prior.nll(image), settings)
+    return _AdamLoop(Objective(case.op, case.y, case.sigma**2, lambda v: v[0], lambda v, image: case.prior.nll(image)),
+                     [case.x.clone()], settings)
 
 
 def test_step_updates_the_state_in_place(dense_op):

@@ -10,9 +10,11 @@ from pa_recon.errors import PAReconError
 from pa_recon.recon import (
     STOP_REASONS,
     AdamSettings,
+    LBFGSSettings,
     Problem,
     back_projection,
     cgls,
+    map_image,
     map_latent,
     MethodSpec,
     check_prior_kind,
@@ -113,6 +115,26 @@ def test_map_of_a_conditional_prior_starts_from_a_latent_map_of_latent_steps(den
     assert out.per_scan["steps"].tolist() == [0, 0]
 
 
+@pytest.mark.parametrize("method", ["map", "map_latent"])
+def test_the_optimizer_setting_picks_lbfgs_for_the_steps_and_the_latent_start(dense_op, method):
+    case = gaussian_case(dense_op, [0.1, 0.1], conditional=True)
+    problem = Problem(case.op, case.y, case.sigma, 1.0, prior=case.prior)
+    settings = {"optimizer": "lbfgs", "memory": 3, "steps": 6, "tau": None,
+                **({"latent_steps": 5} if method == "map" else {"lr": 0.02})}
+    out = reconstruct(method, problem, settings)
+    if method == "map":
+        start = map_latent(case.op, case.y, case.sigma, case.prior,
+                           settings=LBFGSSettings(steps=5, memory=3, lr=5e-2)).image
+        expected = map_image(case.op, case.y, case.sigma, case.prior, x0=start,
+                             settings=LBFGSSettings(steps=6, memory=3, tau=None)).image
+    else:
+        expected = map_latent(case.op, case.y, case.sigma, case.prior,
+                              settings=LBFGSSettings(steps=6, memory=3, lr=0.02, tau=None)).image
+    torch.testing.assert_close(out.maps["image"], expected, rtol=0, atol=0)
+    adam = reconstruct(method, problem, {**settings, "optimizer": "adam"})
+    assert not torch.allclose(out.maps["image"], adam.maps["image"])
+
+
 @pytest.fixture
 def tall_op() -> DenseOperator:
     """400 × 20 Gaussian matrix: M = 400 data values per scan, so a consistent mean's χ² is 1 − 20/400 ± 0.07."""
@@ -201,6 +223,9 @@ def test_map_weights_each_kind_of_prior_by_its_own_lam(dense_op, conditional):
     ("map", {"lam": -1.0}, "reconstruct.map.lam"),
     ("map", {"latent_steps": -1}, "reconstruct.map.latent_steps"),
     ("map", {"lr": 0.0}, "reconstruct.map.lr"),
+    ("map", {"optimizer": "sgd"}, "reconstruct.map.optimizer"),
+    ("map", {"optimizer": "lbfgs", "memory": 0}, "reconstruct.map.memory"),
+    ("map_latent", {"optimizer": ["adam"]}, "reconstruct.map_latent.optimizer"),
     ("map_latent", {"model_error": -0.1}, "reconstruct.map_latent.model_error"),
     ("posterior", {"threshold": 2.0}, "reconstruct.posterior.threshold"),
     ("posterior", {"n_samples": 1}, "reconstruct.posterior.n_samples"),
