@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -101,18 +102,20 @@ def _prior(path: str, device: str, compiled: bool) -> FlowPrior:
 
 def job_prior(job: ReconJob, op: PATOperator) -> FlowPrior | None:
     """The job's prior (loaded once per process), checked against the method (its kind, ``job.prior_kind`` where
-    given) and the operator's geometry; None without one."""
+    given) and the operator's geometry; None without one, or (with a warning) for a method that uses none."""
     uses_prior = needs_prior(job.method)
     if job.prior is None:
         if uses_prior:
             raise PAReconError(f"method {job.method!r} needs a prior", field="--prior")
         return None
+    if not uses_prior:
+        warnings.warn(f"method {job.method!r} uses no prior; --prior {job.prior} is ignored", stacklevel=2)
+        return None
     prior = _prior(job.prior, job.device, job.compile)
-    if uses_prior:
-        try:
-            check_prior_kind(MethodSpec(job.method, job.prior_kind), prior.conditional)
-        except PAReconError as error:
-            raise PAReconError(error.message, file=job.prior, field="--prior") from None
+    try:
+        check_prior_kind(MethodSpec(job.method, job.prior_kind), prior.conditional)
+    except PAReconError as error:
+        raise PAReconError(error.message, file=job.prior, field="--prior") from None
     check_geometry(prior, op.grid, op.array, allow_mismatch=job.allow_geometry_mismatch)
     return prior
 
@@ -167,7 +170,8 @@ def reconstruct_file(job: ReconJob, batch_size: int, *, scheduler: str = "local"
     ranges = list(chunks(n_scans(job.measurements), batch_size))
     check_scans(job, ranges)
     norm = operator_norm(op, device=job.device)
-    job = replace(job, op_norm=norm, threads=torch.get_num_threads())
+    job = replace(job, op_norm=norm, threads=torch.get_num_threads(),
+                  prior=job.prior if needs_prior(job.method) else None)  # job_prior warned about an unused one
     desc = f"reconstruct {job.method}"
     if scheduler == "local":
         parts = [reconstruct_chunk(job, a, b) for a, b in tqdm(ranges, desc=desc, unit="chunk")]

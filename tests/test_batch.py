@@ -153,3 +153,10 @@ def test_a_zero_noise_level_is_refused_where_the_method_weighs_by_it_alone(with_
     assert reconstruct_file(ReconJob(quiet, "map", method_settings("map", {**settings, "model_error": 0.05}),
                                      prior=prior), 2).maps["image"].shape == (5, 8, 8)
     assert reconstruct_file(ReconJob(quiet, "bp"), 2).maps["image"].shape == (5, 8, 8)
+
+
+def test_a_prior_given_to_a_method_without_one_is_ignored_with_a_warning(measurements, with_prior):
+    _, prior = with_prior  # made for another geometry: it is not even loaded
+    with pytest.warns(UserWarning, match="uses no prior; --prior .* is ignored"):
+        out = reconstruct_file(ReconJob(measurements, "bp", prior=prior), 2)
+    assert_equal_outputs(out, reconstruct_file(ReconJob(measurements, "bp"), 2))
