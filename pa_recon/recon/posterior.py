@@ -43,9 +43,9 @@ class PosteriorResult(NamedTuple):
 
     ``mean``, ``std`` (unbiased: samples used minus one in the denominator) and ``presence`` (the fraction of
     samples above ``presence_threshold``; ``None`` without a threshold) over the accepted samples, or over all
-    ``N`` where fewer than two were accepted; ``used`` ``(B,)`` how many samples that is (an interval for the truth
-    from ``mean`` and ``std`` needs it: :func:`pa_recon.metrics.interval_coverage`); ``chi2`` ``(B, N)`` per sample
-    and ``accepted`` ``(B, N)`` bool;
+    ``N`` where fewer than two were accepted; ``used`` ``(B,)`` int64, how many samples that is (an interval for
+    the truth from ``mean`` and ``std`` needs it: :func:`pa_recon.metrics.interval_coverage`); ``chi2`` ``(B, N)``
+    per sample and ``accepted`` ``(B, N)`` bool;
     ``chi2_mean`` ``(B,)`` the reduced misfit of the mean (well above 1: data out of the prior's distribution, or a
     wrong model or ``σ``);
     ``samples`` ``(B, keep, *image_shape)``, the first ``keep`` samples (accepted or not), or ``None``.
@@ -160,7 +160,7 @@ def posterior_sampling(
     return PosteriorResult(
         mean=mean,
         std=std,
-        used=torch.where(use_accepted, accepted_moments.count, all_moments.count),
+        used=torch.where(use_accepted, accepted_moments.count, all_moments.count).round().long(),
         chi2=torch.cat(chi2_parts, dim=1),
         accepted=torch.cat(accepted_parts, dim=1),
         chi2_mean=chi_square(op, mean, y, sigma),
