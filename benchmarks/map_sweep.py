@@ -91,8 +91,8 @@ def main() -> None:
           f"{', '.join(f'{s:g}' for s in scans.data)} dB; "
           f"{base.get('steps', 'default')} steps, reconstruct.map settings of {args.params} otherwise; torch "
           f"{torch.get_num_threads()} threads")
-    print("| prior | optimizer | start | model error | λ | SNR dB | PSNR dB | SSIM | mean χ² | stopped by discrepancy | "
-          "mean objective (nats) | s / scan |")
+    print("| prior | optimizer | start | model error | λ | SNR dB | PSNR dB | SSIM | mean χ² | "
+          "stopped by discrepancy | mean objective (nats) | s / scan |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         eta, lam, stops = ("–" if r[k] is None else f"{r[k]:{f}}" for k, f in

@@ -625,7 +625,8 @@ def results_markdown(results: Mapping[str, Mapping[str, Any]], reference: Mappin
         lines += ["", "Published test bits/dim: " + ", ".join(f"{m} {v}" for m, v in literature.items()) + "."]
     if reference.get("note"):
         lines += ["", str(reference["note"]).strip()]
-    lines += ["", f"Bits/dim are importance-weighted lower bounds with K = {k} dequantization draws per image "
+    lines += ["", f"Bits/dim are importance-weighted estimates with K = {k} dequantization draws per image, "
+              "upper bounds on the model's discrete bits/dim in expectation "
               f"(val: {first.get('n_val', '?')} images, test: {first.get('n_test', '?')} images). Inference: one "
               "bits/dim pass (one draw) over a test batch; sampling: drawing a batch at temperature 1; median of "
               "repeated runs in fp32 after a warm-up. Training time: wall time summed over resumed sessions.", ""]

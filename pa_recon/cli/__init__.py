@@ -48,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = str(err)
         except OSError as err:  # e.g. a disk that filled up or went read-only while writing
             message = f"{err.filename}: {err.strerror or err}" if err.filename else str(err)
+        except KeyboardInterrupt:
+            remove_empty_folders(created)
+            print(f"pa-recon: interrupted{getattr(args, 'on_interrupt', '')}", file=sys.stderr)
+            return 130
         else:
             return 0
     remove_empty_folders(created)

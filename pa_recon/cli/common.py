@@ -127,11 +127,16 @@ def batches(total: int, size: int, desc: str) -> Iterator[tuple[int, int]]:
             bar.update(stop - start)
 
 
-def declare_outputs(parser: argparse.ArgumentParser, *, files: Sequence[str] = (),
-                    folders: Sequence[str] = ()) -> None:
+#: What ``pa-recon`` adds to "interrupted" for a training command (:func:`declare_outputs` with ``resumable``).
+RESUME_HINT = "; run the same command again to resume from the last checkpoint"
+
+
+def declare_outputs(parser: argparse.ArgumentParser, *, files: Sequence[str] = (), folders: Sequence[str] = (),
+                    resumable: bool = False) -> None:
     """Name the arguments (``dest`` names) of a sub-command that are output files and output folders, for
-    :func:`prepare_outputs`."""
-    parser.set_defaults(output_files=tuple(files), output_folders=tuple(folders))
+    :func:`prepare_outputs`; ``resumable``: the command is a training that an interrupted run continues."""
+    parser.set_defaults(output_files=tuple(files), output_folders=tuple(folders),
+                        on_interrupt=RESUME_HINT if resumable else "")
 
 
 def prepare_outputs(args: argparse.Namespace) -> list[Path]:

@@ -51,12 +51,19 @@ def _splits(data_root: str, data: dict[str, Any]) -> ImageSplits:
     return load_image_splits(data["dataset"], data_root, data["val_size"], data["subset"], data.get("shuffle_seed"))
 
 
+def _model_layouts(args: argparse.Namespace) -> dict[str, Any]:
+    """The params file's ``models`` section, which must define ``--model``."""
+    models = load_params(args.params, "models")
+    if args.model not in models:
+        raise PAReconError(f"unknown model {args.model!r}; defined: {sorted(models)}", file=args.params,
+                           field="models")
+    return models
+
+
 def cmd_flow_train(args: argparse.Namespace) -> None:
     """Train one model of the params file's ``models`` under the active profile, resuming a stopped run."""
     bench, profile_name, profile = benchmark_profile(args.params, _BENCHMARK_KEYS)
-    models = load_params(args.params, "models")
-    if args.model not in models:
-        raise PAReconError(f"unknown model; defined: {sorted(models)}", file=args.params, field="models")
+    models = _model_layouts(args)
     config = TrainConfig.from_dict({
         **profile.get("train", {}), "out_dir": args.out, "seed": bench["seed"], "tracking": bench["tracking"],
         "tracking_uri": bench["tracking_uri"], "experiment": bench["experiment"],
@@ -76,6 +83,9 @@ def cmd_flow_eval(args: argparse.Namespace) -> None:
     bench, profile_name, profile = benchmark_profile(args.params, _BENCHMARK_KEYS)
     config = EvalConfig.from_dict(profile.get("eval", {}))
     model, record, checkpoint = load_trained_flow(args.checkpoint, pick_device(config.device))
+    if json.loads(json.dumps(_model_layouts(args)[args.model])) != record["settings"]["layout"]:
+        raise PAReconError(f"this run was not trained as model {args.model!r} of {args.params} (its layout differs)",
+                           file=args.checkpoint, field="--model")
     data = record["settings"]["data"]
     splits = _splits(bench["data_root"], data)
     out = Path(args.out)
@@ -125,7 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="a name in the params file's models section")
     p.add_argument("--out", required=True, help="training folder (checkpoints, samples, run.json)")
     p.set_defaults(func=cmd_flow_train)
-    declare_outputs(p, folders=["out"])
+    declare_outputs(p, folders=["out"], resumable=True)
 
     p = sub.add_parser("flow-eval", help="bits/dim (importance-sampled), timings and figures of a trained flow")
     p.add_argument("--params", default="params.yaml")

@@ -33,7 +33,7 @@ from pa_recon.data.ipasc import import_ipasc
 from pa_recon.data.phantoms import downsample
 from pa_recon.errors import PAReconError
 from pa_recon.physics import Grid, MeasurementSimulator, estimate_noise_sigma
-from pa_recon.recon import METHODS, method_names, method_settings, parse_method
+from pa_recon.recon import METHODS, method_names, method_settings, needs_prior, parse_method
 from pa_recon.report import (
     add_paired_gains,
     per_scan_metrics,
@@ -109,8 +109,12 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     spec = parse_method(args.method)
     sections = (check_keys(load_params(args.params, "reconstruct"), METHODS, file=args.params, field="reconstruct")
                 if args.params else {})
-    overrides = sections.get(spec.method, {})
-    job = ReconJob(args.measurements, spec.method, method_settings(spec.method, overrides),
+    try:
+        # Every method's section, so that a typo in one this run does not use is not left for a later run.
+        settings = {method: method_settings(method, values) for method, values in sections.items()}
+    except PAReconError as err:
+        raise PAReconError(err.message, file=args.params, field=err.field) from None
+    job = ReconJob(args.measurements, spec.method, settings.get(spec.method) or method_settings(spec.method),
                    device=str(pick_device(args.device)), seed=args.seed, prior=args.prior,
                    prior_kind=spec.prior_kind, allow_geometry_mismatch=args.allow_geometry_mismatch,
                    compile=args.compile)
@@ -118,7 +122,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
                            n_workers=args.workers)
     name = args.name or spec.name
     grid = read_measurements(args.measurements, stop=1).grid
-    attrs = {"method": args.method, "prior": args.prior or "",
+    attrs = {"method": args.method, "prior": args.prior if args.prior and needs_prior(spec.method) else "",
              **{f"settings_{k}": str(v) for k, v in job.settings.items()}}
     write_reconstructions(args.out, {name: out.maps["image"]}, grid, Path(args.measurements).name,
                           maps=_named(name, out.maps), per_scan=_named(name, out.per_scan),

@@ -69,4 +69,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.set_defaults(func=cmd_train_prior)
-    declare_outputs(p, folders=["out_dir"])
+    declare_outputs(p, folders=["out_dir"], resumable=True)

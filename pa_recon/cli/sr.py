@@ -14,6 +14,7 @@ import os
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -66,6 +67,10 @@ def cmd_sr_train(args: argparse.Namespace) -> None:
         "tracking_uri": bench["tracking_uri"], "experiment": bench["experiment"],
         "run_name": f"{args.model}-{profile_name}",
     })
+    if args.regression and not (args.model == "flow" and profile["model"].get("encoder_from_regression", False)):
+        warnings.warn(f"--regression {args.regression} is ignored: only a flow with "
+                      f"profiles.{profile_name}.model.encoder_from_regression true starts from a regression run",
+                      stacklevel=1)
     patches = profile["patches"]
     images = load_training_images(bench["data_root"], bench["train_sets"])
     n_val = int(bench["val_images"])
@@ -224,7 +229,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--regression", help="trained regression folder whose encoder initialises the flow's "
                                         "(used when the profile's model.encoder_from_regression is true)")
     p.set_defaults(func=cmd_sr_train)
-    declare_outputs(p, folders=["out"])
+    declare_outputs(p, folders=["out"], resumable=True)
 
     p = sub.add_parser("sr-eval", help="Set5/Set14 tables (Y and RGB protocols, LR-PSNR, diversity) and a figure")
     p.add_argument("--params", default="params.yaml")

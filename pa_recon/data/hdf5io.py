@@ -236,6 +236,9 @@ def _atomic_write(path: FilePath, spec_name: str, fill: Callable[[h5py.File, Fil
         except PAReconError as err:
             # Name the file the user asked for, not the temporary one.
             raise PAReconError(err.message, file=path, field=err.field) from None
+        except OSError as err:  # h5py's own message names the temporary file and HDF5 internals
+            reason = os.strerror(err.errno) if err.errno else str(err)
+            raise PAReconError(f"cannot write the file ({reason})", file=path) from None
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -2,8 +2,9 @@
 
 Minimises ``½‖A G(z) − y‖² / σ² + ½‖z‖²`` (nats) over the whitened latents ``z``, from ``z = 0`` (the prior's
 central image), by the batched descent of :func:`pa_recon.recon.descent.minimise` (Adam or L-BFGS), with the same
-per-scan stopping rules. Since ``−log p(x) = ½‖G⁻¹(x)‖² + log |det ∂G/∂z| + const``, this is the MAP over ``z``, not over ``x``:
-it leaves out the volume term, and the two coincide only when that term is constant (a linear ``G``).
+per-scan stopping rules. Since ``−log p(x) = ½‖G⁻¹(x)‖² + log |det ∂G/∂z| + const``, this is the MAP over
+``z``, not over ``x``: it leaves out the volume term, and the two coincide only when that term is constant (a
+linear ``G``).
 """
 
 from __future__ import annotations

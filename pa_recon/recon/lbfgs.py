@@ -6,10 +6,11 @@ trial that lowers the objective enough (Armijo's condition) is accepted, its cur
 direction comes from the two-loop recursion with step length 1; a trial that does not (or is not finite) halves
 ``α`` along the same direction. So a line search spends loop steps, and ``steps`` counts objective evaluations, as
 for Adam. A scan whose step was halved ``MAX_HALVINGS`` times in a row is stopped as "stalled": no decrease is
-left along its direction at float precision, which is where a minimum is.
+left along its direction at float precision, usually because it sits at a minimum.
 
-The first direction, and any after a pair that failed the curvature test, is the steepest descent with a step of
-RMS size ``lr`` per variable element, since there is no curvature yet to scale it.
+The first direction, and any while no curvature pair is stored or when the quasi-Newton direction does not
+descend, is the steepest descent with a step of RMS size ``lr`` per variable element, since there is no curvature
+to scale it.
 """
 
 from __future__ import annotations

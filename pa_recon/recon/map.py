@@ -58,7 +58,8 @@ def map_image(
     prior's range that fits the data, which the image-space steps then free from that range); ``"auto"``
     (``"latent"`` for a conditional prior, ``"tv"`` for a marginal one, whose latent MAP fits the data poorly); or
     an image ``(B, *op.image_shape)``, which is copied. ``settings``: :class:`AdamSettings` or
-    :class:`~pa_recon.recon.lbfgs.LBFGSSettings`; the learning rate is in image units per step. Returns :class:`~pa_recon.recon.map_common.MAPResult` (``latents`` is ``None``).
+    :class:`~pa_recon.recon.lbfgs.LBFGSSettings`; the learning rate is in image units per step. Returns
+    :class:`~pa_recon.recon.map_common.MAPResult` (``latents`` is ``None``).
     """
     y, sigma, prior = check_inputs(op, y, sigma, prior)
     lam = check_number(lam, "lam")

@@ -79,7 +79,8 @@ def open_run(config: TrainConfig, settings: Mapping[str, Any], resume_finished: 
     The record's ``settings`` are ``settings`` plus ``train``: the options of ``config`` that shape the result (all
     but :data:`BOOKKEEPING`). A folder whose record has the same settings is resumed from its ``last.pt`` (a
     finished run then returns at once), unless it is finished and not ``resume_finished``: then, as with other
-    settings, its checkpoints, samples and record are removed and the training starts afresh.
+    settings, its checkpoints, samples and record are removed and the training starts afresh. Prints which it is
+    (resuming from step N, finished at step N, or starting afresh and why).
     """
     run_dir = Path(config.out_dir)
     wanted = json.loads(json.dumps(
@@ -90,7 +91,12 @@ def open_run(config: TrainConfig, settings: Mapping[str, Any], resume_finished: 
         reason = "trained with other settings"
         if record.get("settings") == wanted:
             last = run_dir / "last.pt"
-            if resume_finished or not (last.is_file() and load_checkpoint(last).get("finished")):
+            state = load_checkpoint(last) if last.is_file() else None
+            finished = bool(state and state.get("finished"))
+            if resume_finished or not finished:
+                if state is not None:
+                    print(f"{run_dir}: finished at step {state['step']}; delete the folder to train again" if finished
+                          else f"{run_dir}: resuming from step {state['step']}")
                 return record
             reason = "finished"
     stale = [run_dir / name for name in ("last.pt", "best.pt", "samples", RUN_FILE) if (run_dir / name).exists()]

@@ -115,6 +115,9 @@ def test_a_class_conditional_model_is_trained_evaluated_and_reported(tmp_path, m
         "--out", out)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["conditional"] == 10 and 0 < metrics["test_bpd"] < math.inf
+    with pytest.raises(PAReconError, match="--model: this run was not trained as model 'tiny'"):
+        run("flow-eval", "--params", params, "--model", "tiny", "--checkpoint", tmp_path / "runs" / "labelled",
+            "--out", tmp_path / "results" / "mislabelled")
     assert "label_swap.png" in metrics["figures"] and all((out / f).is_file() for f in metrics["figures"])
     run("flow-report", out / "metrics.json", "--params", params, "--out", tmp_path / "table.md", "--metrics",
         tmp_path / "metrics.json")

@@ -152,6 +152,7 @@ def _with(params: dict, dotted: str, value) -> dict:
     ("simulate", {"snr_dbs": [40.0]}, "simulate", "simulate: unknown settings ['snr_dbs']"),
     ("simulate", {"seed": 1}, "simulate", "simulate: missing settings ['snr_db']"),
     ("reconstruct.mapp", {"steps": 3}, "reconstruct", "reconstruct: unknown settings ['mapp']"),
+    ("reconstruct.map", {"stpes": 3}, "reconstruct", "reconstruct.map: unknown settings ['stpes'] for map"),
 ])
 def test_a_typo_in_a_params_key_is_named_before_any_work(run, tmp_path, capsys, dotted, value, command, message):
     _, files, _ = run
@@ -219,6 +220,15 @@ def test_evaluate_without_plots_or_figures_writes_the_metrics_alone(run, tmp_pat
                  "--metrics", "m.json"]) == 0
     assert json.loads((tmp_path / "m.json").read_text()) == json.loads((d / "report" / "metrics.json").read_text())
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_a_prior_given_to_bp_is_ignored_with_a_warning_and_not_recorded(run, tmp_path, capsys):
+    _, files, _ = run
+    out = tmp_path / "bp.h5"
+    assert main(["reconstruct", str(files["meas"]), "--method", "bp", "--prior", "priors/none.pt", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert "pa-recon: warning: method 'bp' uses no prior; --prior priors/none.pt is ignored" in capsys.readouterr().err
+    assert read_reconstructions(out).attrs["prior"] == ""
 
 
 def test_evaluate_refuses_a_reconstruction_on_another_grid(run, tmp_path, capsys):

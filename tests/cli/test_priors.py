@@ -169,7 +169,8 @@ def test_compiled_prior_passes_reconstruct_the_same_images(trained, tmp_path, mo
     np.testing.assert_array_equal(compiled.per_scan["map_marginal_steps"], eager.per_scan["map_marginal_steps"])
 
 
-def test_an_interrupted_training_resumes_on_its_kept_data_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+def test_an_interrupted_training_resumes_on_its_kept_data_and_ends_as_an_uninterrupted_one(
+        tmp_path, monkeypatch, capsys):
     params = tmp_path / "params.yaml"
     settings = {**PARAMS, "priors": {**PARAMS["priors"], "train": {"conditional": {**TRAIN, "checkpoint_every": 1}}}}
     params.write_text(yaml.safe_dump(settings))
@@ -181,8 +182,9 @@ def test_an_interrupted_training_resumes_on_its_kept_data_and_ends_as_an_uninter
     assert train(tmp_path / "straight") == 0
     loss_fn = training._loss_fn
     monkeypatch.setattr(training, "_loss_fn", lambda dequant_sigma: interrupted_after(3, loss_fn(dequant_sigma)))
-    with pytest.raises(KeyboardInterrupt):
-        train(tmp_path / "resumed")
+    assert train(tmp_path / "resumed") == 130
+    assert capsys.readouterr().err.strip() == ("pa-recon: interrupted; run the same command again to resume from the "
+                                               "last checkpoint")
     assert (tmp_path / "resumed" / TRAINING_SET_FILE).is_file()
     monkeypatch.setattr(training, "_loss_fn", loss_fn)
 
@@ -191,6 +193,7 @@ def test_an_interrupted_training_resumes_on_its_kept_data_and_ends_as_an_uninter
 
     monkeypatch.setattr(cli_priors, "make_training_pairs", not_again)
     assert train(tmp_path / "resumed") == 0
+    assert capsys.readouterr().out.startswith(f"{tmp_path / 'resumed'}: resuming from step 2\n")
     assert not (tmp_path / "resumed" / TRAINING_SET_FILE).exists()
     straight, resumed = (load_prior(tmp_path / name / "prior.pt").state_dict() for name in ("straight", "resumed"))
     assert all(torch.equal(value, resumed[name]) for name, value in straight.items())

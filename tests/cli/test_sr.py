@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from pa_recon.cli import sr
@@ -67,3 +69,17 @@ def test_sr_errors_name_the_file(files):
     with pytest.raises(PAReconError, match="nowhere"):
         run("sr", str(image), "--out", str(d / "bad"), "--checkpoint", str(d / "nowhere"))
     assert not (d / "bad").exists()
+
+
+@pytest.mark.parametrize("model, from_regression", [("regression", True), ("flow", False)])
+def test_sr_train_warns_that_an_unused_regression_run_is_ignored(tmp_path, model, from_regression):
+    params = yaml.safe_load((Path(__file__).parents[2] / "pipelines" / "sr" / "params.yaml").read_text())
+    params["benchmark"].update(data_root=str(tmp_path / "no_data"), tracking=False)
+    params["profiles"]["smoke"]["model"]["encoder_from_regression"] = from_regression
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    # The warning comes before any data are read; here there are none, which then stops the run.
+    with pytest.warns(UserWarning, match=r"--regression runs/regression is ignored"), \
+            pytest.raises(PAReconError, match="no_data"):
+        run("sr-train", "--params", str(path), "--model", model, "--regression", "runs/regression",
+            "--out", str(tmp_path / "run"))

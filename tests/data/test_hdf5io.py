@@ -1,11 +1,13 @@
 """HDF5 writers and readers: round trips, scan slices, storage layout and write atomicity."""
 
+import errno
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
+from pa_recon.data import hdf5io
 from pa_recon.data.hdf5io import (
     file_kind,
     n_scans,
@@ -179,6 +181,17 @@ def test_invalid_write_keeps_the_previous_file(tmp_path):
     assert err.value.file == str(target)
     assert leftovers(tmp_path) == ["p.h5"]
     np.testing.assert_array_equal(read_phantoms(target).images, np.ones((2, 5, 6)))
+
+
+def test_a_file_that_cannot_be_created_is_one_plain_error(tmp_path, monkeypatch):
+    def refuse(name, mode, **kwargs):
+        raise OSError(errno.EROFS, "Unable to synchronously create file (HDF5 internals)")
+
+    monkeypatch.setattr(hdf5io.h5py, "File", refuse)
+    with pytest.raises(PAReconError) as err:
+        write_phantoms(tmp_path / "p.h5", np.ones((2, 5, 6)), GRID.to_dict())
+    assert str(err.value) == f"{tmp_path / 'p.h5'}: cannot write the file (Read-only file system)"
+    assert leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize(

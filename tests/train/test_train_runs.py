@@ -27,10 +27,13 @@ def _trained_folder(make_config, finished: bool):
     return config
 
 
-@pytest.mark.parametrize("finished", [False, True])
-def test_same_settings_resume_the_record(make_config, finished):
+@pytest.mark.parametrize("finished, says", [(False, "resuming from step 3"),
+                                            (True, "finished at step 3; delete the folder to train again")])
+def test_same_settings_resume_the_record_and_say_so(make_config, capsys, finished, says):
     config = _trained_folder(make_config, finished)
+    capsys.readouterr()
     record = open_run(config, SETTINGS)
+    assert capsys.readouterr().out == f"{config.out_dir}: {says}\n"
     assert record["train_seconds"] == 12.5 and record["hardware"] == ["cpu"]
     assert {p.name for p in Path(config.out_dir).iterdir()} == {
         RUN_FILE, "last.pt", "best.pt", "samples"}
