@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -32,26 +33,26 @@ def load_params(path: str | Path, section: str) -> dict[str, Any]:
     return params[section]
 
 
-def benchmark_profile(path: str | Path, required: Sequence[str],
-                      profile_required: Sequence[str] = ()) -> tuple[dict[str, Any], str, dict[str, Any]]:
-    """The ``benchmark`` section of a benchmark params file (which must hold ``profile`` and the ``required`` keys),
-    the name of its active profile and that profile's section of ``profiles`` (which must hold ``profile_required``).
+def benchmark_profile(path: str | Path, required: Sequence[str], profile_required: Sequence[str] = (), *,
+                      optional: Sequence[str] = (),
+                      profile_optional: Sequence[str] = ()) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """The ``benchmark`` section of a benchmark params file (which must hold ``profile`` and the ``required`` keys,
+    and may hold the ``optional`` ones), the name of its active profile and that profile's section of ``profiles``
+    (which must hold ``profile_required`` and may hold ``smoke``, ``cpu_threads`` and ``profile_optional``); any
+    other key is an error.
 
     Applies the profile's optional ``cpu_threads`` (torch's CPU threads; absent or null: torch's default).
     """
-    bench = load_params(path, "benchmark")
-    missing = [k for k in ("profile", *required) if k not in bench]
-    if missing:
-        raise PAReconError(f"missing settings {missing}", file=path, field="benchmark")
+    bench = check_keys(load_params(path, "benchmark"), ("profile", *required, *optional), file=path,
+                       field="benchmark", required=("profile", *required))
     profiles = load_params(path, "profiles")
     name = bench["profile"]
     profile = profiles.get(name)
     if not isinstance(profile, dict):
         raise PAReconError(f"profile {name!r} is not defined; defined: {sorted(profiles)}", file=path,
                            field="benchmark.profile")
-    missing = [k for k in profile_required if k not in profile]
-    if missing:
-        raise PAReconError(f"missing settings {missing}", file=path, field=f"profiles.{name}")
+    profile = check_keys(profile, ("smoke", "cpu_threads", *profile_required, *profile_optional), file=path,
+                         field=f"profiles.{name}", required=profile_required)
     threads = profile.get("cpu_threads")
     if threads is not None:
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
@@ -74,6 +75,18 @@ def check_keys(values: object, known: Iterable[str], *, file: str | Path, field:
     if missing:
         raise PAReconError(f"missing settings {missing}", file=file, field=field)
     return dict(values)
+
+
+@contextmanager
+def params_key(file: str | Path, key: str) -> Iterator[None]:
+    """Name a :class:`PAReconError` raised inside (about a setting, with no file of its own) by the params ``file``
+    and its key path under ``key`` (``priors.train.marginal`` + ``max_steps``)."""
+    try:
+        yield
+    except PAReconError as err:
+        if err.file is not None:
+            raise
+        raise PAReconError(err.message, file=file, field=f"{key}.{err.field}" if err.field else key) from None
 
 
 #: Keys of ``geometry.array``: the element count and pitch, and the other fields of :class:`LinearArray`.

@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pa_recon.cli.common import benchmark_profile, declare_outputs, load_params, pick_device
+from pa_recon.cli.common import (
+    benchmark_profile,
+    check_keys,
+    declare_outputs,
+    load_params,
+    params_key,
+    pick_device,
+)
 from pa_recon.errors import PAReconError
 from pa_recon.flows import SubnetConfig
 from pa_recon.report import write_metrics_json, write_text
@@ -38,12 +46,22 @@ _REPORTED = ("val_bpd", "test_bpd", "val_bpd_single_draw", "test_bpd_single_draw
              "parameters", "train_seconds", "train_steps")
 
 
+def _benchmark(args: argparse.Namespace) -> tuple[dict[str, Any], str, dict[str, Any], EvalConfig]:
+    """The ``benchmark`` section, the active profile's name and section, and its evaluation settings, all checked
+    (so that a typo in ``eval`` stops ``flow-train`` before it trains, not ``flow-eval`` after)."""
+    bench, name, profile = benchmark_profile(args.params, _BENCHMARK_KEYS, optional=("shuffle_seed",),
+                                             profile_optional=("subset", "subnet", "train", "eval"))
+    with params_key(args.params, f"profiles.{name}.eval"):
+        evaluation = EvalConfig.from_dict(profile.get("eval", {}))
+    return bench, name, profile, evaluation
+
+
 def _subnet(profile: dict[str, Any], path: str, name: str) -> SubnetConfig | None:
     values = profile.get("subnet")
-    try:
-        return None if values is None else SubnetConfig(**values)
-    except TypeError as err:
-        raise PAReconError(str(err), file=path, field=f"profiles.{name}.subnet") from None
+    if values is None:
+        return None
+    return SubnetConfig(**check_keys(values, [f.name for f in fields(SubnetConfig)], file=path,
+                                     field=f"profiles.{name}.subnet"))
 
 
 def _splits(data_root: str, data: dict[str, Any]) -> ImageSplits:
@@ -62,13 +80,14 @@ def _model_layouts(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_flow_train(args: argparse.Namespace) -> None:
     """Train one model of the params file's ``models`` under the active profile, resuming a stopped run."""
-    bench, profile_name, profile = benchmark_profile(args.params, _BENCHMARK_KEYS)
+    bench, profile_name, profile, _ = _benchmark(args)
     models = _model_layouts(args)
-    config = TrainConfig.from_dict({
-        **profile.get("train", {}), "out_dir": args.out, "seed": bench["seed"], "tracking": bench["tracking"],
-        "tracking_uri": bench["tracking_uri"], "experiment": bench["experiment"],
-        "run_name": f"{args.model}-{profile_name}",
-    })
+    with params_key(args.params, f"profiles.{profile_name}.train"):
+        config = TrainConfig.from_dict({
+            **profile.get("train", {}), "out_dir": args.out, "seed": bench["seed"], "tracking": bench["tracking"],
+            "tracking_uri": bench["tracking_uri"], "experiment": bench["experiment"],
+            "run_name": f"{args.model}-{profile_name}",
+        })
     data = {"dataset": bench["dataset"], "val_size": bench["val_size"], "subset": profile.get("subset"),
             "shuffle_seed": bench.get("shuffle_seed")}
     splits = _splits(bench["data_root"], data)
@@ -80,8 +99,7 @@ def cmd_flow_train(args: argparse.Namespace) -> None:
 
 def cmd_flow_eval(args: argparse.Namespace) -> None:
     """Bits/dim, timings and figures of a trained model; ``metrics.json`` and PNGs in ``--out``."""
-    bench, profile_name, profile = benchmark_profile(args.params, _BENCHMARK_KEYS)
-    config = EvalConfig.from_dict(profile.get("eval", {}))
+    bench, _, _, config = _benchmark(args)
     model, record, checkpoint = load_trained_flow(args.checkpoint, pick_device(config.device))
     if json.loads(json.dumps(_model_layouts(args)[args.model])) != record["settings"]["layout"]:
         raise PAReconError(f"this run was not trained as model {args.model!r} of {args.params} (its layout differs)",
@@ -112,9 +130,16 @@ def cmd_flow_report(args: argparse.Namespace) -> None:
     results: dict[str, dict[str, Any]] = {}
     for path in map(Path, args.results):
         try:
-            results[path.parent.name] = json.loads(path.read_text())
+            result = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as err:
             raise PAReconError(f"cannot read metrics ({err})", file=path) from None
+        missing = [k for k in ("model", "profile", "test_bpd") if not isinstance(result, dict) or k not in result]
+        if missing:
+            raise PAReconError(f"not the metrics.json of flow-eval (no {missing})", file=path)
+        if path.parent.name in results:
+            raise PAReconError(f"a second result for model {path.parent.name!r} (each row is named by the folder)",
+                               file=path)
+        results[path.parent.name] = result
     names = sorted({r.get("profile", "?") for r in results.values()})
     if len(names) != 1:
         raise PAReconError(f"the results come from different profiles {names}; re-run the stale models",

@@ -6,8 +6,14 @@ import argparse
 
 from torch import Tensor
 
-from pa_recon.cli.common import check_keys, declare_outputs, geometry_from_params, load_params, pick_device
-from pa_recon.errors import PAReconError
+from pa_recon.cli.common import (
+    check_keys,
+    declare_outputs,
+    geometry_from_params,
+    load_params,
+    params_key,
+    pick_device,
+)
 from pa_recon.priors import (
     cached_training_set,
     flow_config_for,
@@ -40,13 +46,10 @@ def cmd_train_prior(args: argparse.Namespace) -> None:
     device = pick_device(args.device)
     train.setdefault("device", device.type)
     # Every setting is checked before the training data are made, which takes minutes on a large profile.
-    for part, check in (("flow", lambda: flow_config_for(args.kind, flow, grid)),
-                        ("train", lambda: TrainConfig.from_dict({**train, "out_dir": args.out_dir}))):
-        try:
-            check()
-        except PAReconError as err:
-            where = f"priors.{part}.{args.kind}" + (f".{err.field}" if err.field else "")
-            raise PAReconError(err.message, file=args.params, field=where) from None
+    with params_key(args.params, f"priors.flow.{args.kind}"):
+        flow_config_for(args.kind, flow, grid)
+    with params_key(args.params, f"priors.train.{args.kind}"):
+        TrainConfig.from_dict({**train, "out_dir": args.out_dir})
 
     def make() -> tuple[Tensor, Tensor | None]:
         if args.kind == "conditional":

@@ -23,7 +23,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pa_recon.cli.common import benchmark_profile, declare_outputs, load_params, pick_device
+from pa_recon.cli.common import (
+    benchmark_profile,
+    check_keys,
+    declare_outputs,
+    load_params,
+    params_key,
+    pick_device,
+)
 from pa_recon.data.sr_images import read_image, to_uint8
 from pa_recon.errors import PAReconError
 from pa_recon.report import write_text
@@ -55,18 +62,26 @@ _BENCHMARK_KEYS = ("data_root", "train_sets", "val_images", "test_sets", "scale"
 _PROFILE_KEYS = ("patches", "model", "train", "eval")
 
 
+def _benchmark(args: argparse.Namespace) -> tuple[dict[str, Any], str, dict[str, Any], SREvalConfig]:
+    """The ``benchmark`` section, the active profile's name and section, and its evaluation settings, all checked
+    (so that a typo in ``eval`` stops ``sr-train`` before it trains, not ``sr-eval`` after)."""
+    bench, name, profile = benchmark_profile(args.params, _BENCHMARK_KEYS, _PROFILE_KEYS)
+    with params_key(args.params, f"profiles.{name}.eval"):
+        evaluation = SREvalConfig.from_dict(profile["eval"])
+    return bench, name, profile, evaluation
+
+
 def cmd_sr_train(args: argparse.Namespace) -> None:
     """Train the flow or the regression baseline under the active profile, resuming a stopped run."""
-    bench, profile_name, profile = benchmark_profile(args.params, _BENCHMARK_KEYS, _PROFILE_KEYS)
-    train_sections = profile["train"]
-    if args.model not in train_sections:
-        raise PAReconError(f"no training settings for {args.model}", file=args.params,
-                           field=f"profiles.{profile_name}.train")
-    config = TrainConfig.from_dict({
-        **train_sections[args.model], "out_dir": args.out, "seed": bench["seed"], "tracking": bench["tracking"],
-        "tracking_uri": bench["tracking_uri"], "experiment": bench["experiment"],
-        "run_name": f"{args.model}-{profile_name}",
-    })
+    bench, profile_name, profile, _ = _benchmark(args)
+    train_sections = check_keys(profile["train"], ("flow", "regression"), file=args.params,
+                                field=f"profiles.{profile_name}.train", required=(args.model,))
+    with params_key(args.params, f"profiles.{profile_name}.train.{args.model}"):
+        config = TrainConfig.from_dict({
+            **train_sections[args.model], "out_dir": args.out, "seed": bench["seed"], "tracking": bench["tracking"],
+            "tracking_uri": bench["tracking_uri"], "experiment": bench["experiment"],
+            "run_name": f"{args.model}-{profile_name}",
+        })
     if args.regression and not (args.model == "flow" and profile["model"].get("encoder_from_regression", False)):
         warnings.warn(f"--regression {args.regression} is ignored: only a flow with "
                       f"profiles.{profile_name}.model.encoder_from_regression true starts from a regression run",
@@ -111,8 +126,7 @@ def _run_note(name: str, record: dict[str, Any], checkpoint: dict[str, Any]) -> 
 def cmd_sr_eval(args: argparse.Namespace) -> None:
     """Score bicubic, the regression baseline and the flow at each temperature on the test sets; write
     ``metrics.json`` (set means), ``per_image.json``, ``table.md`` and ``figure.png`` in ``--out``."""
-    bench, profile_name, profile = benchmark_profile(args.params, _BENCHMARK_KEYS, _PROFILE_KEYS)
-    config = SREvalConfig.from_dict(profile["eval"])
+    bench, profile_name, profile, config = _benchmark(args)
     reference = load_params(args.params, "reference")
     device = pick_device(config.device)
     scale = int(bench["scale"])

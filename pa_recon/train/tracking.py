@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import random
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
@@ -66,6 +68,8 @@ class MlflowTracker(Tracker):
         from mlflow.exceptions import MlflowException
 
         self._uri = tracking_uri
+        if tracking_uri.startswith(("http://", "https://")):
+            _check_server(tracking_uri)
         self._client = self._mlflow.MlflowClient(tracking_uri)
         try:
             if run_id is None:
@@ -123,6 +127,18 @@ class MlflowTracker(Tracker):
 
     def close(self, status: str) -> None:
         self._client.set_terminated(self.run_id, status=status)
+
+
+def _check_server(uri: str, timeout: float = 5.0) -> None:
+    """Fail at once, not after MLflow's minutes of retries, when no server answers at ``uri``."""
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        pass  # a server answered (perhaps without /health, or asking for credentials): MLflow takes it from here
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise PAReconError(f"no MLflow server answers at {uri!r} ({reason}); start it, or set tracking: false",
+                           field="tracking_uri") from None
 
 
 def _with_fresh_random(create: Callable[[], str]) -> str:

@@ -196,3 +196,43 @@ def test_evaluating_an_unfinished_run_is_refused(tmp_path, mnist, monkeypatch):
     with pytest.raises(PAReconError, match="stopped at step 2 before the end"):
         run("flow-eval", "--params", params, "--model", "tiny", "--checkpoint", tmp_path / "runs",
             "--out", tmp_path / "results")
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("benchmark", None, {"data_rot": "x"}, "benchmark: unknown settings ['data_rot']"),
+    ("profile", None, {"subsett": {"train": 8}}, "profiles.smoke: unknown settings ['subsett']"),
+    ("profile", "train", {"max_stpes": 3}, "profiles.smoke.train.max_stpes: unknown training option(s)"),
+    ("profile", "eval", {"n_sampels": 3}, "profiles.smoke.eval.n_sampels: unknown evaluation settings"),
+    ("profile", "subnet", {"kind": "resnet", "hiden": 4}, "profiles.smoke.subnet: unknown settings ['hiden']"),
+])
+def test_a_typo_in_the_benchmark_params_is_named_before_training(tmp_path, mnist, monkeypatch, section, key, value,
+                                                                 message):
+    monkeypatch.setattr(flows, "train_image_flow", lambda *a, **k: pytest.fail("trained"))
+    params = yaml.safe_load(write_params(tmp_path, mnist).read_text())
+    node = params["benchmark"] if section == "benchmark" else params["profiles"]["smoke"]
+    if key is None:
+        node.update(value)
+    else:
+        node[key] = {**(node.get(key) or {}), **value}
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(PAReconError) as err:
+        run("flow-train", "--params", path, "--model", "tiny", "--out", tmp_path / "runs")
+    assert str(err.value).startswith(f"{path}: {message}")
+
+
+def test_flow_report_refuses_files_that_are_not_flow_eval_results_and_duplicate_rows(tmp_path, mnist):
+    params = write_params(tmp_path, mnist)
+    junk = tmp_path / "junk" / "metrics.json"
+    junk.parent.mkdir()
+    junk.write_text('{"a": 1}')
+    with pytest.raises(PAReconError, match=r"junk/metrics.json: not the metrics.json of flow-eval"):
+        run("flow-report", junk, "--params", params, "--out", tmp_path / "t.md", "--metrics", tmp_path / "m.json")
+    for folder in ("a", "b"):
+        result = tmp_path / folder / "tiny" / "metrics.json"
+        result.parent.mkdir(parents=True)
+        result.write_text(json.dumps({"model": "tiny", "profile": "smoke", "test_bpd": 1.0}))
+    with pytest.raises(PAReconError, match="a second result for model 'tiny'"):
+        run("flow-report", tmp_path / "a" / "tiny" / "metrics.json", tmp_path / "b" / "tiny" / "metrics.json",
+            "--params", params, "--out", tmp_path / "t.md", "--metrics", tmp_path / "m.json")
+    assert not (tmp_path / "t.md").exists()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+import socket
 import sys
+import time
 
 import pytest
 import torch
@@ -92,3 +94,13 @@ def test_tracking_on_without_mlflow_is_an_error(data, make_config, monkeypatch):
 def test_flatten_params():
     assert flatten_params({"a": 1, "b": {"c": None, "d": {"e": [1, 2]}}}) == {"a": "1", "b.c": "None",
                                                                               "b.d.e": "[1, 2]"}
+
+
+def test_an_unreachable_tracking_server_fails_at_once():
+    with socket.socket() as s:  # a port nothing listens on once the socket is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.perf_counter()
+    with pytest.raises(PAReconError, match=f"tracking_uri: no MLflow server answers at 'http://127.0.0.1:{port}'"):
+        start_tracker(True, f"http://127.0.0.1:{port}", "unit", None, None)
+    assert time.perf_counter() - start < 10
