@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -18,6 +18,8 @@ from tqdm import tqdm
 from pa_recon.data.families import make_phantoms
 from pa_recon.errors import PAReconError
 from pa_recon.physics import Grid, LinearArray
+
+T = TypeVar("T")
 
 
 def load_params(path: str | Path, section: str) -> dict[str, Any]:
@@ -34,12 +36,13 @@ def load_params(path: str | Path, section: str) -> dict[str, Any]:
 
 
 def benchmark_profile(path: str | Path, required: Sequence[str], profile_required: Sequence[str] = (), *,
-                      optional: Sequence[str] = (),
-                      profile_optional: Sequence[str] = ()) -> tuple[dict[str, Any], str, dict[str, Any]]:
+                      evaluation: Callable[[Mapping[str, Any]], T], optional: Sequence[str] = (),
+                      profile_optional: Sequence[str] = ()) -> tuple[dict[str, Any], str, dict[str, Any], T]:
     """The ``benchmark`` section of a benchmark params file (which must hold ``profile`` and the ``required`` keys,
-    and may hold the ``optional`` ones), the name of its active profile and that profile's section of ``profiles``
-    (which must hold ``profile_required`` and may hold ``smoke``, ``cpu_threads`` and ``profile_optional``); any
-    other key is an error.
+    and may hold the ``optional`` ones), the name of its active profile, that profile's section of ``profiles``
+    (which must hold ``profile_required`` and may hold ``smoke``, ``cpu_threads`` and ``profile_optional``; any
+    other key is an error) and its evaluation settings, ``evaluation(profile["eval"])`` (checked here, so that a
+    typo there stops a training before it starts, not the evaluation after it).
 
     Applies the profile's optional ``cpu_threads`` (torch's CPU threads; absent or null: torch's default).
     """
@@ -53,13 +56,15 @@ def benchmark_profile(path: str | Path, required: Sequence[str], profile_require
                            field="benchmark.profile")
     profile = check_keys(profile, ("smoke", "cpu_threads", *profile_required, *profile_optional), file=path,
                          field=f"profiles.{name}", required=profile_required)
+    with params_key(path, f"profiles.{name}.eval"):
+        evaluated = evaluation(profile.get("eval") or {})
     threads = profile.get("cpu_threads")
     if threads is not None:
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
             raise PAReconError(f"must be a positive integer, got {threads!r}", file=path,
                                field=f"profiles.{name}.cpu_threads")
         torch.set_num_threads(threads)
-    return bench, name, profile
+    return bench, name, profile, evaluated
 
 
 def check_keys(values: object, known: Iterable[str], *, file: str | Path, field: str,

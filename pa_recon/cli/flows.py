@@ -18,14 +18,7 @@ from typing import Any
 
 import torch
 
-from pa_recon.cli.common import (
-    benchmark_profile,
-    check_keys,
-    declare_outputs,
-    load_params,
-    params_key,
-    pick_device,
-)
+from pa_recon.cli.common import benchmark_profile, check_keys, declare_outputs, load_params, params_key, pick_device
 from pa_recon.errors import PAReconError
 from pa_recon.flows import SubnetConfig
 from pa_recon.report import write_metrics_json, write_text
@@ -47,13 +40,9 @@ _REPORTED = ("val_bpd", "test_bpd", "val_bpd_single_draw", "test_bpd_single_draw
 
 
 def _benchmark(args: argparse.Namespace) -> tuple[dict[str, Any], str, dict[str, Any], EvalConfig]:
-    """The ``benchmark`` section, the active profile's name and section, and its evaluation settings, all checked
-    (so that a typo in ``eval`` stops ``flow-train`` before it trains, not ``flow-eval`` after)."""
-    bench, name, profile = benchmark_profile(args.params, _BENCHMARK_KEYS, optional=("shuffle_seed",),
-                                             profile_optional=("subset", "subnet", "train", "eval"))
-    with params_key(args.params, f"profiles.{name}.eval"):
-        evaluation = EvalConfig.from_dict(profile.get("eval", {}))
-    return bench, name, profile, evaluation
+    """The checked ``benchmark`` section, active profile (name and section) and evaluation settings."""
+    return benchmark_profile(args.params, _BENCHMARK_KEYS, evaluation=EvalConfig.from_dict, optional=("shuffle_seed",),
+                             profile_optional=("subset", "subnet", "train", "eval"))
 
 
 def _subnet(profile: dict[str, Any], path: str, name: str) -> SubnetConfig | None:

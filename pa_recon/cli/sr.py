@@ -23,14 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pa_recon.cli.common import (
-    benchmark_profile,
-    check_keys,
-    declare_outputs,
-    load_params,
-    params_key,
-    pick_device,
-)
+from pa_recon.cli.common import benchmark_profile, check_keys, declare_outputs, load_params, params_key, pick_device
 from pa_recon.data.sr_images import read_image, to_uint8
 from pa_recon.errors import PAReconError
 from pa_recon.report import write_text
@@ -63,12 +56,8 @@ _PROFILE_KEYS = ("patches", "model", "train", "eval")
 
 
 def _benchmark(args: argparse.Namespace) -> tuple[dict[str, Any], str, dict[str, Any], SREvalConfig]:
-    """The ``benchmark`` section, the active profile's name and section, and its evaluation settings, all checked
-    (so that a typo in ``eval`` stops ``sr-train`` before it trains, not ``sr-eval`` after)."""
-    bench, name, profile = benchmark_profile(args.params, _BENCHMARK_KEYS, _PROFILE_KEYS)
-    with params_key(args.params, f"profiles.{name}.eval"):
-        evaluation = SREvalConfig.from_dict(profile["eval"])
-    return bench, name, profile, evaluation
+    """The checked ``benchmark`` section, active profile (name and section) and evaluation settings."""
+    return benchmark_profile(args.params, _BENCHMARK_KEYS, _PROFILE_KEYS, evaluation=SREvalConfig.from_dict)
 
 
 def cmd_sr_train(args: argparse.Namespace) -> None:
