@@ -45,18 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             created = prepare_outputs(args)
             args.func(args)
         except PAReconError as err:
-            message = str(err)
+            status, message = 2, f"error: {err}"
         except OSError as err:  # e.g. a disk that filled up or went read-only while writing
-            message = f"{err.filename}: {err.strerror or err}" if err.filename else str(err)
+            status, message = 2, f"error: {err.filename}: {err.strerror or err}" if err.filename else f"error: {err}"
         except KeyboardInterrupt:
-            remove_empty_folders(created)
-            print(f"pa-recon: interrupted{getattr(args, 'on_interrupt', '')}", file=sys.stderr)
-            return 130
+            status, message = 130, f"interrupted{getattr(args, 'on_interrupt', '')}"
         else:
             return 0
     remove_empty_folders(created)
-    print(f"pa-recon: error: {message}", file=sys.stderr)
-    return 2
+    print(f"pa-recon: {message}", file=sys.stderr)
+    return status
 
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -106,12 +106,11 @@ def geometry_from_params(path: str | Path) -> tuple[Grid, LinearArray]:
                       required=("nx", "nz", "dx"))
     array = check_keys(geometry["array"], ARRAY_KEYS, file=path, field="geometry.array",
                        required=("n_elements", "pitch"))
-    try:
-        return Grid(**grid), LinearArray.uniform(**array)
-    except PAReconError as err:
-        raise PAReconError(err.message, file=path, field=f"geometry.{err.field}" if err.field else "geometry") from None
-    except (TypeError, ValueError) as err:
-        raise PAReconError(f"bad geometry settings: {err}", file=path, field="geometry") from None
+    with params_key(path, "geometry"):
+        try:
+            return Grid(**grid), LinearArray.uniform(**array)
+        except TypeError as err:  # a value of the wrong type, e.g. a string where a number belongs
+            raise PAReconError(f"bad geometry settings: {err}") from None
 
 
 def family_phantoms(path: str | Path, family: Mapping[str, Any], n: int, seed: int) -> tuple[Grid, np.ndarray]:
