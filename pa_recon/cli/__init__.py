@@ -32,7 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
     priors.register(sub)
     flows.register(sub)
     sr.register(sub)
+    for command in sub.choices.values():
+        command.formatter_class = _DefaultsHelp
     return parser
+
+
+class _DefaultsHelp(argparse.HelpFormatter):
+    """Help that ends each optional argument with its default, where it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        hidden = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        shown = action.option_strings and not action.required and not hidden
+        return f"{action.help} (default: %(default)s)" if shown else action.help
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,6 +30,14 @@ def test_help_lists_every_sub_command(capsys):
         assert command in out
 
 
+def test_sub_command_help_shows_the_defaults_worth_showing(capsys):
+    with pytest.raises(SystemExit):
+        main(["reconstruct", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # unwrapped
+    assert "scans per chunk (default: 16)" in out and "(default: 0)" in out and "(default: local)" in out
+    assert "(default: None)" not in out and "(default: False)" not in out
+
+
 def test_a_missing_measurement_file_is_one_line_and_status_2(tmp_path, capsys):
     missing = tmp_path / "missing.h5"
     assert main(["reconstruct", str(missing), "--method", "bp", "--out", str(tmp_path / "r.h5")]) == 2
