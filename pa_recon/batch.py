@@ -1,7 +1,8 @@
 """Reconstruction of a whole measurement file in chunks of scans, in this process or over a dask cluster.
 
-Both paths run the same :func:`reconstruct_chunk` on the same chunks with the same per-chunk seeds, so their
-results (image-shaped maps and per-scan values alike) are identical. Workers read their scans and the prior
+Both paths run the same :func:`reconstruct_chunk` on the same chunks, so their results (image-shaped maps and
+per-scan values alike) are identical. Random methods draw each scan's values from a generator seeded by the job's
+seed and the scan's index, so a scan's draws do not depend on the chunking either. Workers read their scans and the prior
 from files themselves (only paths and settings travel) and cache operator and prior per process, so the files
 must be readable at the same paths on every worker.
 """
@@ -37,7 +38,7 @@ from pa_recon.recon import (
 
 @dataclass(frozen=True)
 class ReconJob:
-    """What to do with one measurement file: method, its settings, device, chunking seed, ‖A‖ and threads.
+    """What to do with one measurement file: method, its settings, device, random seed, ‖A‖ and threads.
 
     :func:`reconstruct_file` fills in ``op_norm`` (computed once, so every worker uses the same value) and
     ``threads``, the torch thread count every chunk runs with: it decides how matrix products split their sums,
@@ -126,10 +127,11 @@ def reconstruct_chunk(job: ReconJob, start: int, stop: int) -> ReconOutput:
         torch.set_num_threads(job.threads)
     op = file_operator(job.measurements, job.device)
     meas = read_measurements(job.measurements, start=start, stop=stop)
-    generator = torch.Generator(device=job.device).manual_seed(job.seed * 1_000_003 + start)
+    generators = [torch.Generator(device=job.device).manual_seed(job.seed * 1_000_003 + scan)
+                  for scan in range(start, stop)]
     problem = Problem(op=op, y=torch.as_tensor(meas.data, device=job.device).float(),
                       sigma=torch.as_tensor(meas.noise_sigma, device=job.device).float(), op_norm=job.op_norm,
-                      prior=job_prior(job, op), generator=generator)
+                      prior=job_prior(job, op), generator=generators)
     return ReconOutput.from_method(reconstruct(job.method, problem, job.settings))
 
 

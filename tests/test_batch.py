@@ -2,6 +2,7 @@
 bad settings are named."""
 
 import shutil
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -100,6 +101,17 @@ def test_prior_methods_on_a_dask_scheduler_equal_the_local_path(with_prior, clus
     assert local.labels == ({"stop_reason": STOP_REASONS} if method == "map" else {})
     assert_equal_outputs(reconstruct_file(job, batch_size=2, scheduler="distributed",
                                           address=cluster.scheduler_address), local)
+
+
+def test_posterior_draws_do_not_depend_on_the_batch_size(with_prior):
+    meas, prior = with_prior
+    job = ReconJob(meas, "posterior", {"n_samples": 4, "chunk": 3, "refine_steps": 2}, seed=3, prior=prior)
+    whole, parts = reconstruct_file(job, batch_size=5), reconstruct_file(job, batch_size=2)
+    for name in whole.maps:
+        torch.testing.assert_close(parts.maps[name], whole.maps[name], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(parts.per_scan["chi2"], whole.per_scan["chi2"], rtol=1e-4, atol=0)
+    other_seed = reconstruct_file(replace(job, seed=4), batch_size=5)
+    assert not np.allclose(other_seed.maps["image"], whole.maps["image"])
 
 
 def test_bad_scheduler_and_unknown_setting_are_named(measurements):

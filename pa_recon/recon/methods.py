@@ -27,7 +27,7 @@ from pa_recon.recon.latent import LATENT_SETTINGS, map_latent
 from pa_recon.recon.lbfgs import LBFGSSettings
 from pa_recon.recon.map import check_start, map_image
 from pa_recon.recon.map_common import MAPResult, chi_square, total_sigma
-from pa_recon.recon.posterior import check_sampling, posterior_sampling, scan_values
+from pa_recon.recon.posterior import Generators, check_sampling, posterior_sampling, scan_values
 from pa_recon.recon.tv import TV_ITERS, TV_LAM_FRACTION, tv_reconstruction
 
 
@@ -37,14 +37,15 @@ PRIOR_KINDS = ("marginal", "conditional")
 
 @dataclass
 class Problem:
-    """Data ``y (B, n_el, n_samples)`` of ``op`` with per-scan noise std ``sigma (B,)``; ``op_norm`` = ‖A‖."""
+    """Data ``y (B, n_el, n_samples)`` of ``op`` with per-scan noise std ``sigma (B,)``; ``op_norm`` = ‖A‖;
+    ``generator``: where random methods draw from (one generator, one per scan, or ``None`` for the global RNG)."""
 
     op: LinearOperator
     y: torch.Tensor
     sigma: torch.Tensor
     op_norm: float
     prior: Any = None
-    generator: torch.Generator | None = None
+    generator: Generators = None
 
 
 @dataclass(frozen=True)

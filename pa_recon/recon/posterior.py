@@ -26,6 +26,7 @@ update), so memory holds one chunk, not all samples.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -36,6 +37,10 @@ from pa_recon.recon.base import LinearOperator, batch_dot, check_count, check_da
 from pa_recon.recon.map_common import chi_square
 from pa_recon.recon.prior_protocol import (Condition, ImagePrior, check_prior, prior_condition,
                                            repeat_condition)
+
+
+#: Where the random draws come from: one generator for the batch, one per scan, or ``None`` (the global RNG).
+Generators = torch.Generator | Sequence[torch.Generator] | None
 
 
 class PosteriorResult(NamedTuple):
@@ -108,7 +113,7 @@ def posterior_sampling(
     presence_threshold: float | None = 0.2,
     keep: int = 0,
     refine: AdamSettings | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
 ) -> PosteriorResult:
     """Draw ``n_samples`` images per scan of ``y`` ``(B, *op.data_shape)`` from a conditional prior.
 
@@ -121,7 +126,8 @@ def posterior_sampling(
     counts as vessel (0.2 for images in [0, 1], about half the faintest phantom vessel). ``keep`` samples per
     scan are returned for display. ``refine``: the Adam settings of the RTO refinement of every draw (see the module
     notes; its ``tau`` stops a draw once it fits its perturbed data; needs ``temperature`` > 0), ``None`` for plain
-    draws. Latents and the RTO noise come from ``generator`` (on ``y``'s device) or the global RNG.
+    draws. Latents and the RTO noise come from ``generator`` (on ``y``'s device) or the global RNG; a sequence of
+    ``B`` generators gives each scan its own, so a scan's draws do not depend on the scans batched with it.
     """
     y = check_data(op, y)
     sigma = check_sigma(sigma, y)
@@ -129,20 +135,23 @@ def posterior_sampling(
     temperature, tol, threshold = check_sampling(n_samples=n_samples, temperature=temperature, chunk=chunk,
                                                  chi2_tol=chi2_tol, presence_threshold=presence_threshold,
                                                  keep=keep, refine=refine)
-    cond = prior_condition(prior, op, y)
     n_scans = y.shape[0]
+    if isinstance(generator, Sequence):
+        require(len(generator) == n_scans, f"needs one generator per scan ({n_scans}), got {len(generator)}",
+                "generator")
+    cond = prior_condition(prior, op, y)
     image = y.new_zeros((n_scans, *op.image_shape))
     accepted_moments, all_moments = _Moments(image, threshold), _Moments(image, threshold)
     chi2_parts, accepted_parts, kept = [], [], []
     for start in range(0, n_samples, chunk):
         k = min(chunk, n_samples - start)
-        latents = [temperature * torch.randn((n_scans, k, *shape), generator=generator, dtype=y.dtype,
-                                             device=y.device).flatten(0, 1) for shape in prior.latent_shapes()]
+        latents = [temperature * _normal(n_scans, (k, *shape), generator, y).flatten(0, 1)
+                   for shape in prior.latent_shapes()]
         cond_k = repeat_condition(cond, k)
         y_k, sigma_k = y.repeat_interleave(k, dim=0), sigma.repeat_interleave(k)
         if refine is not None:
-            latents = _randomise_then_optimise(op, y_k, sigma_k, prior, cond_k, latents, temperature, refine,
-                                               generator)
+            noise = _normal(n_scans, (k, *y.shape[1:]), generator, y).flatten(0, 1)
+            latents = _randomise_then_optimise(op, y_k, sigma_k, prior, cond_k, latents, noise, temperature, refine)
         x = prior.generate(latents, cond_k)
         chi2 = chi_square(op, x, y_k, sigma_k).view(n_scans, k)
         ok = torch.ones_like(chi2, dtype=torch.bool) if tol is None else (chi2 - 1).abs() <= tol
@@ -187,12 +196,20 @@ def check_sampling(*, n_samples: int, temperature: float, chunk: int, chi2_tol: 
     return temperature, tol, threshold
 
 
+def _normal(n_scans: int, shape: tuple[int, ...], generator: Generators, like: torch.Tensor) -> torch.Tensor:
+    """Standard normal values ``(n_scans, *shape)`` in ``like``'s dtype and device; with a sequence of generators,
+    scan ``b``'s from ``generator[b]``."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn((n_scans, *shape), generator=generator, dtype=like.dtype, device=like.device)
+    return torch.stack([torch.randn(shape, generator=g, dtype=like.dtype, device=like.device) for g in generator])
+
+
 def _randomise_then_optimise(op: LinearOperator, y: torch.Tensor, sigma: torch.Tensor, prior: ImagePrior,
-                             cond: Condition | None, draws: list[torch.Tensor], temperature: float,
-                             settings: AdamSettings, generator: torch.Generator | None) -> list[torch.Tensor]:
-    """RTO latents of the draws ``ζ`` (one list entry per latent level, batch ``B·k``) for data ``y`` ``(B·k, ...)``
-    and noise std ``sigma`` ``(B·k,)``: minimise ``½‖A G(z; c) − (y + ε)‖²/σ² + ½‖z − ζ‖²/τ²`` from ``ζ``."""
-    noise = torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
+                             cond: Condition | None, draws: list[torch.Tensor], noise: torch.Tensor,
+                             temperature: float, settings: AdamSettings) -> list[torch.Tensor]:
+    """RTO latents of the draws ``ζ`` (one list entry per latent level, batch ``B·k``) for data ``y`` ``(B·k, ...)``,
+    noise std ``sigma`` ``(B·k,)`` and standard normal ``noise`` like ``y``: minimise
+    ``½‖A G(z; c) − (y + ε)‖²/σ² + ½‖z − ζ‖²/τ²`` from ``ζ``, with ``ε = σ · noise``."""
     perturbed = y + per_scan(sigma, y) * noise
     scale = 0.5 / temperature**2
 

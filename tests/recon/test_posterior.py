@@ -161,6 +161,25 @@ def test_same_seed_same_draws(case):
     assert torch.equal(runs[0].mean, runs[1].mean) and not torch.equal(runs[0].mean, runs[2].mean)
 
 
+@pytest.mark.parametrize("refine", [None, AdamSettings(steps=3, lr=0.05, tau=None)])
+def test_per_scan_generators_make_a_scans_draws_independent_of_its_batch(case, refine):
+    def run(rows, seeds):
+        return posterior_sampling(case.op, case.y[rows], case.sigma[rows], case.prior, n_samples=5, chunk=2,
+                                  refine=refine, generator=[seeded(s) for s in seeds])
+
+    whole = run([0, 1, 2], [10, 11, 12])
+    alone = run([2], [12])
+    torch.testing.assert_close(alone.mean, whole.mean[2:], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(alone.chi2, whole.chi2[2:], rtol=1e-5, atol=1e-6)
+    # One generator for the batch draws scan 2's values after scans 0 and 1's.
+    shared = posterior_sampling(case.op, case.y, case.sigma, case.prior, n_samples=5, chunk=2, refine=refine,
+                                generator=seeded(12))
+    assert not torch.allclose(shared.mean[2:], alone.mean)
+    assert not torch.allclose(run([2], [13]).mean, alone.mean)
+    with pytest.raises(PAReconError, match="one generator per scan"):
+        run([0, 1], [10])
+
+
 def test_inputs_are_not_mutated(case):
     before = [t.clone() for t in (case.y, case.sigma, case.prior.chol)]
     posterior_sampling(case.op, case.y, case.sigma, case.prior, n_samples=4, generator=seeded())
