@@ -18,3 +18,13 @@ class PAReconError(ValueError):
         self.message = message
         parts = [p for p in (self.file, field) if p]
         super().__init__(": ".join([*parts, message]))
+
+    def under(self, key: str, file: str | PathLike[str] | None = None) -> PAReconError:
+        """The same error with its field put under the settings key ``key`` (field ``levels`` under ``flow`` becomes
+        ``flow.levels``; no field becomes ``key``), and naming ``file`` where given.
+
+        >>> str(PAReconError("unknown", field="levls").under("model.flow", file="params.yaml"))
+        'params.yaml: model.flow.levls: unknown'
+        """
+        return PAReconError(self.message, file=self.file if file is None else file,
+                            field=f"{key}.{self.field}" if self.field else key)

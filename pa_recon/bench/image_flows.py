@@ -438,10 +438,10 @@ def train_image_flow(layout: Mapping[str, Any], config: TrainConfig, splits: Ima
     same settings is resumed (from ``last.pt``, also after a finished run, which then returns at once); one trained
     with other settings is cleared first.
     """
+    torch.manual_seed(config.seed)
+    model = build_image_flow(layout, splits.shape, subnet)  # before open_run, so a bad layout clears no earlier run
     record = open_run(config, {"layout": dict(layout), "subnet": None if subnet is None else vars(subnet),
                                "shape": list(splits.shape), **(settings or {})})
-    torch.manual_seed(config.seed)
-    model = build_image_flow(layout, splits.shape, subnet)
 
     def draw(flow: nn.Module) -> Tensor:
         return sample_grid(cast(Flow, flow), 64)[0]

@@ -123,7 +123,10 @@ def flow_config(settings: Mapping[str, Any], scale: int, patch_size: int) -> Flo
     rrdb = values.get("encoder", "unet") == "rrdb"
     values.update(shape=(3, patch_size, patch_size), architecture="glow", cond_channels=3,
                   cond_upscale=scale if rrdb else 1, dequantization="none")
-    return FlowConfig.from_dict(values)
+    try:
+        return FlowConfig.from_dict(values)
+    except PAReconError as err:
+        raise err.under("flow") from None
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
@@ -227,14 +230,13 @@ def build_sr_model(kind: Kind, model: Mapping[str, Any], scale: int, patch_size:
     ``encoder_from_regression``: read by :func:`train_sr`)."""
     unknown = sorted(set(model) - {"flow", "residual", "head_hidden", "encoder_from_regression"})
     if unknown or "flow" not in model:
-        raise PAReconError(f"expected flow, residual, head_hidden and encoder_from_regression; unknown: {unknown}",
-                           field="model")
+        raise PAReconError(f"expected flow, residual, head_hidden and encoder_from_regression; unknown: {unknown}")
     config = flow_config(model["flow"], scale, patch_size)
     if kind == "flow":
         return SRFlow(config, scale, bool(model.get("residual", False)))
     if kind == "regression":
         return SRRegressor(config, scale, int(model.get("head_hidden", 32)))
-    raise PAReconError(f"unknown SR model kind {kind!r}; use flow or regression", field="model")
+    raise PAReconError(f"unknown SR model kind {kind!r}; use flow or regression", field="kind")
 
 
 def copy_encoder(source: SRRegressor, target: SRFlow) -> int:
@@ -301,6 +303,24 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def uses_regression_encoder(kind: Kind, model: Mapping[str, Any]) -> bool:
+    """Whether training ``kind`` with the ``model`` section starts from a regression run's encoder."""
+    return kind == "flow" and bool(model.get("encoder_from_regression", False))
+
+
+def encoder_start(kind: Kind, model: Mapping[str, Any],
+                  encoder_from: str | os.PathLike[str] | None) -> dict[str, str] | None:
+    """The regression run a training of ``kind`` starts its encoder from (its folder and the MD5 of its
+    ``last.pt``), or ``None`` when the ``model`` section does not ask for one; an error when it does and
+    ``encoder_from`` is ``None`` or has no checkpoint."""
+    if not uses_regression_encoder(kind, model):
+        return None
+    if encoder_from is None:
+        raise PAReconError("is on, so a regression run to start from is needed (encoder_from; sr-train --regression)",
+                           field="encoder_from_regression")
+    return {"run": str(encoder_from), "md5": _md5(Path(encoder_from) / "last.pt")}
+
+
 def train_sr(kind: Kind, model: Mapping[str, Any], config: TrainConfig, train: tuple[Tensor, Tensor],
              val: tuple[Tensor, Tensor] | None, scale: int, settings: Mapping[str, Any] | None = None,
              encoder_from: str | os.PathLike[str] | None = None,
@@ -317,16 +337,11 @@ def train_sr(kind: Kind, model: Mapping[str, Any], config: TrainConfig, train: t
     """
     run_dir = Path(config.out_dir)
     patch_size = int(train[0].shape[-1])
-    init = None
-    if kind == "flow" and model.get("encoder_from_regression", False):
-        if encoder_from is None:
-            raise PAReconError("encoder_from_regression is on but no regression run was given",
-                               field="encoder_from_regression")
-        init = {"run": str(encoder_from), "md5": _md5(Path(encoder_from) / "last.pt")}
+    init = encoder_start(kind, model, encoder_from)
+    torch.manual_seed(config.seed)
+    net = build_sr_model(kind, model, scale, patch_size)  # before open_run, so a bad model clears no earlier run
     record = open_run(config, {"kind": kind, "scale": scale, "patch_size": patch_size, "model": dict(model),
                                "encoder_from": init, **(settings or {})})
-    torch.manual_seed(config.seed)
-    net = build_sr_model(kind, model, scale, patch_size)
     if init is not None and not (run_dir / "last.pt").exists():
         source = load_sr_run(init["run"], torch.device("cpu"))[0]
         if not isinstance(source, SRRegressor):

@@ -91,7 +91,7 @@ def params_key(file: str | Path, key: str) -> Iterator[None]:
     except PAReconError as err:
         if err.file is not None:
             raise
-        raise PAReconError(err.message, file=file, field=f"{key}.{err.field}" if err.field else key) from None
+        raise err.under(key, file) from None
 
 
 #: Keys of ``geometry.array``: the element count and pitch, and the other fields of :class:`LinearArray`.

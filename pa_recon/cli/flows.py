@@ -26,6 +26,7 @@ from pa_recon.train import TrainConfig
 from pa_recon.bench.image_flows import (
     EvalConfig,
     ImageSplits,
+    build_image_flow,
     evaluate_image_flow,
     load_image_splits,
     load_trained_flow,
@@ -79,8 +80,18 @@ def cmd_flow_train(args: argparse.Namespace) -> None:
         })
     data = {"dataset": bench["dataset"], "val_size": bench["val_size"], "subset": profile.get("subset"),
             "shuffle_seed": bench.get("shuffle_seed")}
-    splits = _splits(bench["data_root"], data)
-    metrics = train_image_flow(models[args.model], config, splits, _subnet(profile, args.params, profile_name),
+    try:
+        splits = _splits(bench["data_root"], data)
+    except PAReconError as err:
+        if err.file is not None:
+            raise
+        section = f"profiles.{profile_name}" if err.field == "subset" else "benchmark"  # where each setting lives
+        raise err.under(section, args.params) from None
+    subnet = _subnet(profile, args.params, profile_name)
+    # The training builds the model again; built here, a bad layout is named by its key before training.
+    with params_key(args.params, f"models.{args.model}"):
+        build_image_flow(models[args.model], splits.shape, subnet)
+    metrics = train_image_flow(models[args.model], config, splits, subnet,
                                settings={"data": data, "profile": profile_name},
                                extra_params={"model": args.model, "profile": profile_name, "data": data})
     print(json.dumps({k: round(v, 4) for k, v in metrics.items()}))

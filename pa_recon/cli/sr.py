@@ -36,6 +36,8 @@ from pa_recon.bench.sr_flow import (
     SRFlow,
     SRRegressor,
     bicubic_method,
+    build_sr_model,
+    encoder_start,
     evaluate_methods,
     flow_method,
     load_sr_run,
@@ -46,6 +48,7 @@ from pa_recon.bench.sr_flow import (
     results_markdown,
     save_sr_figure,
     train_sr,
+    uses_regression_encoder,
 )
 from pa_recon.train.runs import RUN_FILE, hardware_name, write_json
 from pa_recon.train.tracking import start_tracker
@@ -71,16 +74,21 @@ def cmd_sr_train(args: argparse.Namespace) -> None:
             "tracking_uri": bench["tracking_uri"], "experiment": bench["experiment"],
             "run_name": f"{args.model}-{profile_name}",
         })
-    if args.regression and not (args.model == "flow" and profile["model"].get("encoder_from_regression", False)):
+    patches = check_keys(profile["patches"], ("size", "train", "val"), file=args.params,
+                         field=f"profiles.{profile_name}.patches", required=("size", "train", "val"))
+    scale, size = int(bench["scale"]), int(patches["size"])
+    # The training builds the model again; built here, a bad model section is named by its key before any data.
+    with params_key(args.params, f"profiles.{profile_name}.model"):
+        build_sr_model(args.model, profile["model"], scale, size)
+        encoder_start(args.model, profile["model"], args.regression)
+    if args.regression and not uses_regression_encoder(args.model, profile["model"]):
         warnings.warn(f"--regression {args.regression} is ignored: only a flow with "
                       f"profiles.{profile_name}.model.encoder_from_regression true starts from a regression run",
                       stacklevel=1)
-    patches = profile["patches"]
     images = load_training_images(bench["data_root"], bench["train_sets"])
     n_val = int(bench["val_images"])
     if not 0 < n_val < len(images):
         raise PAReconError(f"must lie in 1 … {len(images) - 1}", file=args.params, field="benchmark.val_images")
-    scale, size = int(bench["scale"]), int(patches["size"])
     train = make_patch_pairs(images[:-n_val], scale, size, int(patches["train"]), bench["seed"])
     val = make_patch_pairs(images[-n_val:], scale, size, int(patches["val"]), bench["seed"] + 1)
     data = {"train_sets": list(bench["train_sets"]), "val_images": n_val, "patches": dict(patches),

@@ -37,12 +37,15 @@ from pa_recon.bench.image_flows import (
     build_image_flow,
     evaluate_bits_per_dim,
     label_swap,
+    ImageSplits,
     load_image_splits,
     same_class_pairs,
     sample_grid,
     save_split_resamples,
+    train_image_flow,
 )
 from pa_recon.bench.runs import count_parameters
+from pa_recon.train import TrainConfig
 
 PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 PARAMS = PIPELINES / "mnist" / "params.yaml"
@@ -136,6 +139,19 @@ def test_bad_layouts_are_refused():
         build_image_flow({"layers": [], "depth": 3}, MNIST)
     with pytest.raises(PAReconError, match="uniform or variational"):
         build_image_flow({"layers": [], "dequantization": {"kind": "none"}}, MNIST)
+
+
+def test_a_bad_layout_leaves_an_earlier_run_in_its_folder_alone(tmp_path):
+    images, labels = integer_images(8, MNIST).to(torch.uint8), torch.zeros(8, dtype=torch.int64)
+    splits = ImageSplits(train=images[:4], val=images[4:], test=images[4:], train_labels=labels[:4],
+                         val_labels=labels[4:], test_labels=labels[4:])
+    config = TrainConfig(out_dir=str(tmp_path), max_steps=1, batch_size=4, device="cpu", progress=False,
+                         tracking=False, sample_every=0)
+    train_image_flow(TINY, config, splits)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(PAReconError, match=r"layers\[0\]"):
+        train_image_flow({"layers": [{"checkerbord": 2}]}, config, splits)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
 def test_loss_is_bits_per_dim_with_the_8_bit_offset():

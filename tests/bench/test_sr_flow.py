@@ -23,6 +23,7 @@ from pa_recon.bench.sr_flow import (
     l1_loss,
     pad_to_multiple,
     results_markdown,
+    train_sr,
 )
 
 TINY = {"flow": {"levels": 2, "steps": 1, "subnet": {"hidden": 8, "blocks": 1}, "encoder": "rrdb",
@@ -93,6 +94,20 @@ def test_the_flow_encoder_starts_from_the_regression_encoder():
     randomize_parameters(regressor, scale=0.3)
     assert copy_encoder(regressor, flow) > 0
     torch.testing.assert_close(flow.flow.encoder.trunk.state_dict(), regressor.encoder.trunk.state_dict())
+
+
+@pytest.mark.parametrize("kind", ["flow", "regression"])
+def test_a_bad_model_section_leaves_an_earlier_run_in_its_folder_alone(tmp_path, kind):
+    gen = torch.Generator().manual_seed(0)
+    pairs = (torch.randint(0, 256, (4, 3, 16, 16), generator=gen, dtype=torch.uint8),
+             torch.randint(0, 256, (4, 3, 4, 4), generator=gen, dtype=torch.uint8))
+    config = TrainConfig(out_dir=str(tmp_path), max_steps=1, batch_size=4, device="cpu", progress=False,
+                         tracking=False, sample_every=0)
+    train_sr(kind, TINY, config, pairs, None, scale=4)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(PAReconError, match="levls"):
+        train_sr(kind, {**TINY, "flow": {**TINY["flow"], "levls": 2}}, config, pairs, None, scale=4)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 
 def test_the_l1_baseline_loss_decreases_with_the_shared_trainer(tmp_path):

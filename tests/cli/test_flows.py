@@ -204,12 +204,17 @@ def test_evaluating_an_unfinished_run_is_refused(tmp_path, mnist, monkeypatch):
     ("profile", "train", {"max_stpes": 3}, "profiles.smoke.train.max_stpes: unknown training option(s)"),
     ("profile", "eval", {"n_sampels": 3}, "profiles.smoke.eval.n_sampels: unknown evaluation settings"),
     ("profile", "subnet", {"kind": "resnet", "hiden": 4}, "profiles.smoke.subnet: unknown settings ['hiden']"),
+    ("benchmark", None, {"val_size": 0}, "benchmark.val_size: must lie in 1 … 39"),
+    ("profile", None, {"subset": {"trian": 8}}, "profiles.smoke.subset: expected a positive image count"),
+    ("model", None, {"layers": [{"checkerbord": 1}]}, "models.tiny.layers[0]: expected squeeze, split or"),
+    ("model", "dequantization", {"kind": "uniformm"}, "models.tiny.dequantization: "),
 ])
 def test_a_typo_in_the_benchmark_params_is_named_before_training(tmp_path, mnist, monkeypatch, section, key, value,
                                                                  message):
     monkeypatch.setattr(flows, "train_image_flow", lambda *a, **k: pytest.fail("trained"))
     params = yaml.safe_load(write_params(tmp_path, mnist).read_text())
-    node = params["benchmark"] if section == "benchmark" else params["profiles"]["smoke"]
+    node = {"benchmark": params["benchmark"], "profile": params["profiles"]["smoke"],
+            "model": params["models"]["tiny"]}[section]
     if key is None:
         node.update(value)
     else:

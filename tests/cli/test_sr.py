@@ -83,3 +83,19 @@ def test_sr_train_warns_that_an_unused_regression_run_is_ignored(tmp_path, model
             pytest.raises(PAReconError, match="no_data"):
         run("sr-train", "--params", str(path), "--model", model, "--regression", "runs/regression",
             "--out", str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["flow"].update(levls=2), "profiles.smoke.model.flow.levls: unknown flow settings"),
+    (lambda m: m.update(residul=True), "profiles.smoke.model: expected flow, residual"),
+    (lambda m: m.update(encoder_from_regression=True), "profiles.smoke.model.encoder_from_regression: "),
+])
+def test_sr_train_names_a_bad_model_section_by_its_key_before_reading_data(tmp_path, edit, message):
+    params = yaml.safe_load((Path(__file__).parents[2] / "pipelines" / "sr" / "params.yaml").read_text())
+    params["benchmark"].update(data_root=str(tmp_path / "no_data"), tracking=False)
+    edit(params["profiles"]["smoke"]["model"])
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(PAReconError) as err:
+        run("sr-train", "--params", str(path), "--model", "flow", "--out", str(tmp_path / "run"))
+    assert str(err.value).startswith(f"{path}: {message}")
