@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
@@ -23,15 +25,24 @@ T = TypeVar("T")
 
 
 def load_params(path: str | Path, section: str) -> dict[str, Any]:
-    """The ``section`` mapping of a params YAML file."""
+    """The ``section`` mapping of a params YAML file.
+
+    Other top-level keys are allowed (a params file may hold sections for other tools), but one spelled almost
+    like ``section`` is named: in the error when ``section`` is missing, in a warning when both are there.
+    """
     try:
         params = yaml.safe_load(Path(path).read_text())
     except OSError as err:
         raise PAReconError(f"cannot read params file ({err.strerror})", file=path) from None
     except yaml.YAMLError as err:
         raise PAReconError(f"not valid YAML: {err}", file=path) from None
+    keys = [str(key) for key in params if key != section] if isinstance(params, dict) else []
+    near = difflib.get_close_matches(section, keys, n=1, cutoff=0.75)
     if not isinstance(params, dict) or not isinstance(params.get(section), dict):
-        raise PAReconError("missing section", file=path, field=section)
+        raise PAReconError("missing section" + (f" (there is a section {near[0]!r})" if near else ""), file=path,
+                           field=section)
+    if near:
+        warnings.warn(f"{path}: section {near[0]!r} is not read; the settings are in {section!r}", stacklevel=2)
     return params[section]
 
 

@@ -125,6 +125,21 @@ def test_missing_params_section_is_named(tmp_path, capsys):
     assert "p.yaml: phantoms: missing section" in capsys.readouterr().err
 
 
+def test_a_section_spelled_almost_like_a_read_one_is_named(tmp_path, capsys):
+    params = tmp_path / "p.yaml"
+    params.write_text(yaml.safe_dump({"geometry": PARAMS["geometry"], "test_sets": PARAMS["test_sets"],
+                                      "phantom": PARAMS["phantoms"], "priors_other_tool": {}}))
+    out = tmp_path / "x.h5"
+    assert main(["phantoms", "--params", str(params), "--set", "tiny", "--out", str(out)]) == 2
+    assert "p.yaml: phantoms: missing section (there is a section 'phantom')" in capsys.readouterr().err
+    params.write_text(yaml.safe_dump({**yaml.safe_load(params.read_text()), "phantoms": PARAMS["phantoms"]}))
+    assert main(["phantoms", "--params", str(params), "--set", "tiny", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "section 'phantom' is not read; the settings are in 'phantoms'" in err
+    assert err.count("warning:") == 1 and "priors_other_tool" not in err
+    assert out.is_file()
+
+
 def test_unknown_test_set_is_named(run, tmp_path, capsys):
     _, _, params = run
     assert main(["phantoms", "--params", str(params), "--set", "nope", "--out", str(tmp_path / "x.h5")]) == 2
