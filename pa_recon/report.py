@@ -123,13 +123,44 @@ def summarise(per_scan: Mapping[str, Mapping[str, np.ndarray]], groups: np.ndarr
 
 def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_metrics_json(path: str | os.PathLike[str], summary: Mapping[str, object]) -> None:
     """Write the summary as JSON that ``dvc metrics show`` reads."""
     _atomic_text(Path(path), json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+
+#: The statistics of every method in a summary that :func:`results_table` shows.
+SUMMARY_KEYS = ("n", "psnr", "psnr_std", "ssim", "ssim_std")
+
+
+def read_metrics_json(path: str | os.PathLike[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """The summary (:func:`summarise`) in a metrics JSON that ``pa-recon evaluate`` wrote; a :class:`PAReconError`
+    for a file that cannot be read or holds anything else (such as another tool's metrics)."""
+    try:
+        summary = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PAReconError(f"cannot read metrics ({err})", file=path) from None
+    if not _is_summary(summary):
+        raise PAReconError("not an evaluate metrics file (expected {group: {method: {" + ", ".join(SUMMARY_KEYS)
+                           + ", ...}}})", file=path)
+    return summary
+
+
+def _is_summary(value: object) -> bool:
+    """Whether ``value`` is ``{group: {method: {statistic: number}}}``, with at least one group, one method in each
+    group and every statistic of :data:`SUMMARY_KEYS` in each method."""
+    return isinstance(value, dict) and bool(value) and all(
+        isinstance(group, dict) and group and all(
+            isinstance(stats, dict) and all(isinstance(stats.get(k), (int, float)) for k in SUMMARY_KEYS)
+            for stats in group.values())
+        for group in value.values())
 
 
 def write_per_scan_csv(path: str | os.PathLike[str], per_scan: Mapping[str, Mapping[str, np.ndarray]],
@@ -174,9 +205,11 @@ def _gain_pairs(summaries: Summaries) -> list[tuple[str, str]]:
     return list(dict.fromkeys(pairs))
 
 
-def _gain_cell(r: Mapping[str, float], previous: str) -> str:
+def _gain_cell(r: Mapping[str, float], previous: str) -> str | None:
     """Mean ± std of a method's paired gains over ``previous`` (:data:`PAIRED_METRICS`), and the fractions of scans
-    won."""
+    won; None where the method has none (a test set evaluated without that ranking)."""
+    if f"psnr_gain_over_{previous}" not in r:
+        return None
     gains = " / ".join(f"{r[f'{k}_gain_over_{previous}']:+.{d}f} ± {r[f'{k}_gain_over_{previous}_std']:.{d}f}"
                        for k, d in PAIRED_METRICS.items())
     won = "/".join(f"{r[f'{k}_won_over_{previous}']:.0%}" for k in PAIRED_METRICS)

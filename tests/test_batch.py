@@ -103,13 +103,15 @@ def test_prior_methods_on_a_dask_scheduler_equal_the_local_path(with_prior, clus
                                           address=cluster.scheduler_address), local)
 
 
-def test_posterior_draws_do_not_depend_on_the_batch_size(with_prior):
+def test_posterior_draws_do_not_depend_on_the_batch_size_or_the_chunk_setting(with_prior):
     meas, prior = with_prior
     job = ReconJob(meas, "posterior", {"n_samples": 4, "chunk": 3, "refine_steps": 2}, seed=3, prior=prior)
-    whole, parts = reconstruct_file(job, batch_size=5), reconstruct_file(job, batch_size=2)
-    for name in whole.maps:
-        torch.testing.assert_close(parts.maps[name], whole.maps[name], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(parts.per_scan["chi2"], whole.per_scan["chi2"], rtol=1e-4, atol=0)
+    whole = reconstruct_file(job, batch_size=5)
+    for parts in (reconstruct_file(job, batch_size=2),
+                  reconstruct_file(replace(job, settings={**job.settings, "chunk": 1}), batch_size=5)):
+        for name in whole.maps:
+            torch.testing.assert_close(parts.maps[name], whole.maps[name], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(parts.per_scan["chi2"], whole.per_scan["chi2"], rtol=1e-4, atol=0)
     other_seed = reconstruct_file(replace(job, seed=4), batch_size=5)
     assert not np.allclose(other_seed.maps["image"], whole.maps["image"])
 

@@ -5,7 +5,14 @@ import pytest
 
 from pa_recon.errors import PAReconError
 from pa_recon.metrics import interval_coverage
-from pa_recon.report import add_paired_gains, per_scan_metrics, results_table, summarise, write_per_scan_csv
+from pa_recon.report import (
+    add_paired_gains,
+    per_scan_metrics,
+    results_table,
+    summarise,
+    write_per_scan_csv,
+    write_text,
+)
 
 STOP = ("max_steps", "discrepancy", "diverged")
 
@@ -100,3 +107,11 @@ def test_results_table_adds_the_chi2_table_only_where_methods_report_chi2(scans)
     assert consistency[0] == ("| test set | group | n | map mean χ² (flagged scans)"
                               " | map_latent mean χ² (flagged scans) | posterior mean χ² (flagged scans) |")
     assert consistency[2] == "| set | a | 4 | 2 | 1 | – |"
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "results.md"
+    (target / "sub").mkdir(parents=True)  # a folder where the file should go: the final rename fails
+    with pytest.raises(OSError):
+        write_text(target, "table")
+    assert [p.name for p in tmp_path.iterdir()] == ["results.md"]

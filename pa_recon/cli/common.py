@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -17,25 +19,42 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from pa_recon.data.families import make_phantoms
+from pa_recon.data.families import family_vessels, make_phantoms
 from pa_recon.errors import PAReconError
 from pa_recon.physics import Grid, LinearArray
 
 T = TypeVar("T")
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's floats (YAML 1.1 reads ``1e-3``, without a dot, as a string)."""
+
+
+_FLOAT = "tag:yaml.org,2002:float"
+_ParamsLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _FLOAT]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+# Appended after the int resolver, so that plain integers, which this pattern also matches, stay ints.
+_ParamsLoader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+                       r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"), list("-+0123456789."))
+
+
 def load_params(path: str | Path, section: str) -> dict[str, Any]:
-    """The ``section`` mapping of a params YAML file.
+    """The ``section`` mapping of a params YAML file (floats as in YAML 1.2: ``1e-3`` is a number).
 
     Other top-level keys are allowed (a params file may hold sections for other tools), but one spelled almost
     like ``section`` is named: in the error when ``section`` is missing, in a warning when both are there.
     """
     try:
-        params = yaml.safe_load(Path(path).read_text())
+        params = yaml.load(Path(path).read_text(), Loader=_ParamsLoader)
     except OSError as err:
         raise PAReconError(f"cannot read params file ({err.strerror})", file=path) from None
+    except UnicodeDecodeError as err:
+        raise PAReconError(f"cannot read params file (not UTF-8 text: {err.reason} at byte {err.start})",
+                           file=path) from None
     except yaml.YAMLError as err:
-        raise PAReconError(f"not valid YAML: {err}", file=path) from None
+        raise PAReconError(f"not valid YAML: {_yaml_problem(err)}", file=path) from None
     keys = [str(key) for key in params if key != section] if isinstance(params, dict) else []
     near = difflib.get_close_matches(section, keys, n=1, cutoff=0.75)
     if not isinstance(params, dict) or not isinstance(params.get(section), dict):
@@ -44,6 +63,17 @@ def load_params(path: str | Path, section: str) -> dict[str, Any]:
     if near:
         warnings.warn(f"{path}: section {near[0]!r} is not read; the settings are in {section!r}", stacklevel=2)
     return params[section]
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: where and what the problem is, and what was being read (its ``context``)."""
+    if not isinstance(err, yaml.MarkedYAMLError) or err.problem_mark is None:
+        return " ".join(str(err).split())
+    mark, context = err.problem_mark, err.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: {err.problem}"
+    if err.context and context is not None:
+        where += f" ({err.context} from line {context.line + 1}, column {context.column + 1})"
+    return where
 
 
 def benchmark_profile(path: str | Path, required: Sequence[str], profile_required: Sequence[str] = (), *,
@@ -105,8 +135,29 @@ def params_key(file: str | Path, key: str) -> Iterator[None]:
         raise err.under(key, file) from None
 
 
+def count_setting(value: object, *, file: str | Path, field: str, minimum: int = 0) -> int:
+    """``value`` if it is an integer (not a bool) of at least ``minimum``; else a :class:`PAReconError` naming the
+    params key ``field``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise PAReconError(f"must be an integer >= {minimum}, got {value!r}", file=file, field=field)
+    return value
+
+
+def number_setting(value: object, *, file: str | Path, field: str) -> float:
+    """``value`` as a float if it is a finite number (an int or a float, not a bool or a string); else a
+    :class:`PAReconError` naming the params key ``field``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PAReconError(f"must be a number, got {value!r}", file=file, field=field)
+    if not math.isfinite(value):
+        raise PAReconError(f"must be finite, got {value!r}", file=file, field=field)
+    return float(value)
+
+
 #: Keys of ``geometry.array``: the element count and pitch, and the other fields of :class:`LinearArray`.
 ARRAY_KEYS = ("n_elements", "pitch", *(f.name for f in fields(LinearArray) if f.name != "element_x"))
+#: Keys of ``geometry.grid`` and ``geometry.array`` that are counts; the others are numbers (``center_frequency``
+#: may also be null: an ideal sensor).
+COUNT_KEYS = ("nx", "nz", "n_elements", "n_samples")
 
 
 def geometry_from_params(path: str | Path) -> tuple[Grid, LinearArray]:
@@ -117,32 +168,58 @@ def geometry_from_params(path: str | Path) -> tuple[Grid, LinearArray]:
                       required=("nx", "nz", "dx"))
     array = check_keys(geometry["array"], ARRAY_KEYS, file=path, field="geometry.array",
                        required=("n_elements", "pitch"))
+    grid = {key: _geometry_value(path, f"geometry.grid.{key}", value) for key, value in grid.items()}
+    array = {key: _geometry_value(path, f"geometry.array.{key}", value) for key, value in array.items()}
     with params_key(path, "geometry"):
-        try:
-            return Grid(**grid), LinearArray.uniform(**array)
-        except TypeError as err:  # a value of the wrong type, e.g. a string where a number belongs
-            raise PAReconError(f"bad geometry settings: {err}") from None
+        return Grid(**grid), LinearArray.uniform(**array)
+
+
+def _geometry_value(path: str | Path, key: str, value: object) -> float | None:
+    """The geometry setting at the params key ``key``, checked: a count (>= 1), a number, or a null
+    ``center_frequency``."""
+    name = key.rsplit(".", 1)[-1]
+    if name in COUNT_KEYS:
+        return count_setting(value, file=path, field=key, minimum=1)
+    if name == "center_frequency" and value is None:
+        return None
+    return number_setting(value, file=path, field=key)
+
+
+def phantom_settings(path: str | Path) -> tuple[dict[str, Any], int]:
+    """The ``phantoms`` section of the params file ``path`` and its ``refine`` (default 2; an integer >= 1)."""
+    common = check_keys(load_params(path, "phantoms"), ("refine", "vessel_masks_dir"), file=path, field="phantoms")
+    return common, count_setting(common.get("refine", 2), file=path, field="phantoms.refine", minimum=1)
+
+
+def check_family(path: str | Path, key: str, family: Mapping[str, Any]) -> None:
+    """Check the phantom family at the params key ``key`` (``test_sets.<name>`` or ``priors.data``) before any
+    phantom is made: its ``n`` (>= 1) and ``seed`` where given, its ``source`` and its ``vessels``."""
+    for name, minimum in (("n", 1), ("seed", 0)):
+        if name in family:
+            count_setting(family[name], file=path, field=f"{key}.{name}", minimum=minimum)
+    with params_key(path, key):
+        family_vessels(family.get("source", "procedural"), family.get("vessels"))
 
 
 def family_phantoms(path: str | Path, family: Mapping[str, Any], n: int, seed: int) -> tuple[Grid, np.ndarray]:
     """``n`` phantoms ``(n, nz, nx)`` of a phantom family (``source``, ``vessels``, ``split`` as in ``test_sets`` or
     ``priors.data``) on the simulation grid of the params file ``path``: its reconstruction grid refined
     ``phantoms.refine`` times (default 2). Returns that grid and the images."""
-    common = check_keys(load_params(path, "phantoms"), ("refine", "vessel_masks_dir"), file=path, field="phantoms")
+    common, refine = phantom_settings(path)
     grid, _ = geometry_from_params(path)
-    fine = grid.refined(int(common.get("refine", 2)))
+    fine = grid.refined(refine)
     images = make_phantoms(n, fine.nz, fine.nx, seed, source=family.get("source", "procedural"),
                            vessels=family.get("vessels"), mask_dir=common.get("vessel_masks_dir"),
                            split=family.get("split", "val"))
     return fine, images
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU."""
+def pick_device(name: str, field: str = "--device") -> torch.device:
+    """``auto`` → CUDA when present, else CPU; ``field`` is the option or setting that gave ``name``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise PAReconError("CUDA was asked for but is not available", field="--device")
+        raise PAReconError("CUDA was asked for but is not available", field=field)
     return torch.device(name)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -14,17 +15,21 @@ import torch
 from pa_recon.batch import ReconJob, reconstruct_file
 from pa_recon.cli.common import (
     batches,
+    check_family,
     check_keys,
+    count_setting,
     declare_outputs,
     family_phantoms,
     geometry_from_params,
     load_params,
+    number_setting,
     pick_device,
 )
 from pa_recon.data.hdf5io import (
     read_measurements,
     read_phantoms,
     read_reconstructions,
+    valid_member_name,
     write_measurements,
     write_phantoms,
     write_reconstructions,
@@ -37,6 +42,7 @@ from pa_recon.recon import METHODS, method_names, method_settings, needs_prior, 
 from pa_recon.report import (
     add_paired_gains,
     per_scan_metrics,
+    read_metrics_json,
     results_table,
     save_panel,
     summarise,
@@ -60,16 +66,25 @@ def cmd_phantoms(args: argparse.Namespace) -> None:
                            field=f"test_sets.{args.set}")
     settings = {"n": 16, "seed": 0, **check_keys(test_sets[args.set], TEST_SET_KEYS, file=args.params,
                                                   field=f"test_sets.{args.set}")}
-    fine, images = family_phantoms(args.params, settings, int(settings["n"]), int(settings["seed"]))
+    check_family(args.params, f"test_sets.{args.set}", settings)
+    fine, images = family_phantoms(args.params, settings, settings["n"], settings["seed"])
     write_phantoms(args.out, images, fine.to_dict(),
                    attrs={"test_set": args.set, "source": settings.get("source", "procedural"),
-                          "seed": int(settings["seed"])})
+                          "seed": settings["seed"]})
 
 
 def cmd_simulate(args: argparse.Namespace) -> None:
-    """Simulate noisy data of each phantom at each SNR of the ``simulate`` section, with coarse ground truth."""
+    """Simulate noisy data of each phantom at each SNR of the ``simulate`` section, with coarse ground truth.
+
+    ``simulate.snr_db``: a non-empty list of SNRs (dB), or one SNR; ``simulate.seed``: the noise seed (default 0).
+    """
     settings = check_keys(load_params(args.params, "simulate"), ("snr_db", "seed"), file=args.params,
                           field="simulate", required=("snr_db",))
+    snr_db = settings["snr_db"] if isinstance(settings["snr_db"], list) else [settings["snr_db"]]
+    if not snr_db:
+        raise PAReconError("must be a non-empty list of numbers", file=args.params, field="simulate.snr_db")
+    snrs = [number_setting(snr, file=args.params, field="simulate.snr_db") for snr in snr_db]
+    seed = count_setting(settings.get("seed", 0), file=args.params, field="simulate.seed")
     grid, array = geometry_from_params(args.params)
     phantoms = read_phantoms(args.phantoms)
     fine = Grid.from_dict(phantoms.grid)
@@ -79,8 +94,7 @@ def cmd_simulate(args: argparse.Namespace) -> None:
                            file=args.phantoms, field="/grid")
     device = pick_device(args.device)
     simulator = MeasurementSimulator(grid, array, refine=refine, device=device)
-    generator = torch.Generator(device=device).manual_seed(int(settings.get("seed", 0)))
-    snrs = [float(s) for s in settings["snr_db"]]
+    generator = torch.Generator(device=device).manual_seed(seed)
     n = phantoms.images.shape[0]
     data = np.empty((len(snrs) * n, array.n_elements, array.n_samples), dtype=np.float32)
     sigma = np.empty(len(snrs) * n, dtype=np.float32)
@@ -107,6 +121,11 @@ def cmd_import_ipasc(args: argparse.Namespace) -> None:
 def cmd_reconstruct(args: argparse.Namespace) -> None:
     """Reconstruct every scan of a measurement file with one method, in chunks, here or on a dask cluster."""
     spec = parse_method(args.method)
+    name = args.name or spec.name
+    if not valid_member_name(name):
+        raise PAReconError(f"{name!r} cannot name a reconstruction (no '/', not empty, '.' or '..')", field="--name")
+    if args.scheduler != "distributed" and (args.address or args.workers is not None):
+        warnings.warn("--address and --workers apply to --scheduler distributed only; they are ignored", stacklevel=1)
     sections = (check_keys(load_params(args.params, "reconstruct"), METHODS, file=args.params, field="reconstruct")
                 if args.params else {})
     try:
@@ -120,7 +139,6 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
                    compile=args.compile)
     out = reconstruct_file(job, args.batch_size, scheduler=args.scheduler, address=args.address,
                            n_workers=args.workers)
-    name = args.name or spec.name
     grid = read_measurements(args.measurements, stop=1).grid
     attrs = {"method": args.method, "prior": args.prior if args.prior and needs_prior(spec.method) else "",
              **{f"settings_{k}": str(v) for k, v in job.settings.items()}}
@@ -136,11 +154,21 @@ def _named(name: str, values: Mapping[str, T]) -> dict[str, T]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    """Metrics JSON, per-scan CSVs and PNG panels of reconstructions against the measurement file's truth."""
+    """Metrics JSON, per-scan CSVs and PNG panels of reconstructions against the measurement file's truth.
+
+    Every input is read and checked and every metric computed before the first output is written, and the metrics
+    JSON (the file that marks an evaluation as done) is written last.
+    """
+    if args.n_figures < 0:
+        raise PAReconError(f"must be >= 0, got {args.n_figures}", field="--n-figures")
+    for flag in ("plots", "figures"):
+        if getattr(args, flag) and Path(getattr(args, flag)) == Path(args.metrics):
+            raise PAReconError(f"is also the --{flag} folder", file=args.metrics, field="--metrics")
     meas = read_measurements(args.measurements)
     if meas.p0 is None:
         raise PAReconError("no ground truth to evaluate against", file=args.measurements, field="/ground_truth/p0")
     images: dict[str, np.ndarray] = {}
+    sources: dict[str, str] = {}
     maps: dict[str, np.ndarray] = {}
     scan_values: dict[str, np.ndarray] = {}
     labels: dict[str, tuple[str, ...]] = {}
@@ -150,10 +178,14 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             raise PAReconError(f"grid {recon.grid} differs from the measurement file's {meas.grid}: a reconstruction "
                                "of other data", file=path, field="/grid")
         for method, stack in recon.images.items():
+            if method in sources:
+                raise PAReconError(f"a second reconstruction named {method!r}, after the one in {sources[method]}; "
+                                   "give each its own name (reconstruct --name)", file=path,
+                                   field=f"/reconstructions/{method}")
             if stack.shape != meas.p0.shape:
                 raise PAReconError(f"shape {stack.shape} does not match the truth {meas.p0.shape}", file=path,
                                    field=f"/reconstructions/{method}")
-            images[method] = stack
+            images[method], sources[method] = stack, path
         maps.update(recon.maps)
         scan_values.update(recon.per_scan)
         labels.update(recon.labels)
@@ -162,34 +194,35 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     per_scan = per_scan_metrics(meas.p0, images, maps, scan_values, labels)
     if args.ranking:
         add_paired_gains(per_scan, args.ranking)
-    write_metrics_json(args.metrics, summarise(per_scan, groups))
+    summary = summarise(per_scan, groups)
+    if args.figures:
+        figures = Path(args.figures)
+        figures.mkdir(parents=True, exist_ok=True)
+        grid = Grid.from_dict(meas.grid)
+        extent = (grid.x()[0] * 1e3, grid.x()[-1] * 1e3, grid.nz * grid.dx * 1e3, 0.0)
+        for i in np.linspace(0, len(groups) - 1, min(args.n_figures, len(groups))).astype(int):
+            scores = ", ".join(f"{m} {per_scan[m]['psnr'][i]:.1f} dB" for m in images)
+            shown = {name: m[i] for name, m in maps.items() if name.endswith(("_std", "_flags"))}
+            save_panel(figures / f"scan{i:04d}.png", meas.p0[i], meas.data[i], {m: s[i] for m, s in images.items()},
+                       f"scan {i} ({groups[i]}): PSNR {scores}", extent, shown)
     if args.plots:
         plots = Path(args.plots)
         plots.mkdir(parents=True, exist_ok=True)
         for metric in ("psnr", "ssim", "chi2"):
             write_per_scan_csv(plots / f"{metric}_per_scan.csv", per_scan, metric, groups)
-    if not args.figures:
-        return
-    figures = Path(args.figures)
-    figures.mkdir(parents=True, exist_ok=True)
-    grid = Grid.from_dict(meas.grid)
-    extent = (grid.x()[0] * 1e3, grid.x()[-1] * 1e3, grid.nz * grid.dx * 1e3, 0.0)
-    for i in np.linspace(0, len(groups) - 1, min(args.n_figures, len(groups))).astype(int):
-        scores = ", ".join(f"{m} {per_scan[m]['psnr'][i]:.1f} dB" for m in images)
-        shown = {name: m[i] for name, m in maps.items() if name.endswith(("_std", "_flags"))}
-        save_panel(figures / f"scan{i:04d}.png", meas.p0[i], meas.data[i], {m: s[i] for m, s in images.items()},
-                   f"scan {i} ({groups[i]}): PSNR {scores}", extent, shown)
+    write_metrics_json(args.metrics, summary)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     """Combine the metrics JSON of several test sets (named by their folder) into one Markdown table."""
-    summaries = {}
-    for path in map(Path, args.summaries):
-        try:
-            summaries[path.parent.name] = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise PAReconError(f"cannot read metrics ({err})", file=path) from None
-    write_text(args.out, results_table(summaries))
+    files: dict[str, str] = {}
+    for path in args.summaries:
+        name = Path(os.path.abspath(path)).parent.name  # abspath: metrics.json in the working folder has a name
+        if name in files:
+            raise PAReconError(f"test set {name!r} again, after {files[name]}: each row is named by the folder of its "
+                               "metrics file, so give each set its own folder name", file=path)
+        files[name] = path
+    write_text(args.out, results_table({name: read_metrics_json(path) for name, path in files.items()}))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -251,7 +284,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", required=True, help="metrics JSON to write")
     p.add_argument("--plots", help="folder for per-scan CSVs (none without it)")
     p.add_argument("--figures", help="folder for PNG panels (none without it)")
-    p.add_argument("--n-figures", type=int, default=4)
+    p.add_argument("--n-figures", type=int, default=4, help="PNG panels to draw, of scans spread over the file")
     p.add_argument("--ranking", nargs="+", metavar="METHOD",
                    help="methods, expected worst first: each gets its per-scan PSNR/SSIM gain over the one before")
     p.set_defaults(func=cmd_evaluate)
@@ -259,7 +292,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("report", help="one Markdown table from the metrics JSON of several test sets")
     p.add_argument("summaries", metavar="metrics", nargs="+",
-                   help="metrics JSON files; each is named by its parent folder")
+                   help="metrics JSON files of evaluate; each test set is named by its file's folder, so these "
+                        "folders need different names")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
     declare_outputs(p, files=["out"])

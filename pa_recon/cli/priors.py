@@ -7,20 +7,26 @@ import argparse
 from torch import Tensor
 
 from pa_recon.cli.common import (
+    check_family,
     check_keys,
     declare_outputs,
     geometry_from_params,
     load_params,
+    number_setting,
     params_key,
+    phantom_settings,
     pick_device,
 )
 from pa_recon.priors import (
+    FlowPrior,
+    SoftLogit,
     cached_training_set,
     flow_config_for,
     make_training_images,
     make_training_pairs,
     train_prior,
 )
+from pa_recon.priors.training import check_snr_range, validation_size
 from pa_recon.recon.methods import PRIOR_KINDS
 from pa_recon.train import TrainConfig
 
@@ -33,7 +39,7 @@ def cmd_train_prior(args: argparse.Namespace) -> None:
     """Simulate the training set of the ``priors`` params section and train one prior into ``--out-dir``."""
     settings = check_keys(load_params(args.params, "priors"), ("alpha", "data", "flow", "train"), file=args.params,
                           field="priors", required=("data", "flow", "train"))
-    phantoms = load_params(args.params, "phantoms")
+    phantoms, refine = phantom_settings(args.params)
     grid, array = geometry_from_params(args.params)
     data = check_keys(settings["data"], DATA_KEYS, file=args.params, field="priors.data",
                       required=("n", "snr_db_range") if args.kind == "conditional" else ("n",))
@@ -42,26 +48,34 @@ def cmd_train_prior(args: argparse.Namespace) -> None:
     train = dict(train)
     family = {"source": data.get("source", "procedural"), "vessel_params": data.get("vessels"),
               "mask_dir": phantoms.get("vessel_masks_dir"), "split": data.get("split", "train"),
-              "refine": int(phantoms.get("refine", 2)), "seed": int(data.get("seed", 0))}
+              "refine": refine, "seed": data.get("seed", 0)}
     device = pick_device(args.device)
     train.setdefault("device", device.type)
-    # Every setting is checked before the training data are made, which takes minutes on a large profile.
+    # Every setting is checked before the training data are made (and kept in --out-dir), which takes minutes on a
+    # large profile.
+    check_family(args.params, "priors.data", data)
+    alpha = number_setting(settings.get("alpha", 0.05), file=args.params, field="priors.alpha")
+    with params_key(args.params, "priors"):
+        SoftLogit(alpha)  # checks alpha's range
     with params_key(args.params, f"priors.flow.{args.kind}"):
-        flow_config_for(args.kind, flow, grid)
+        FlowPrior(flow_config_for(args.kind, flow, grid), grid, array)  # built, so that its layout is checked
     with params_key(args.params, f"priors.train.{args.kind}"):
-        TrainConfig.from_dict({**train, "out_dir": args.out_dir})
+        config = TrainConfig.from_dict({**train, "out_dir": args.out_dir})
+        pick_device(config.device, field="device")
+    with params_key(args.params, "priors.data"):
+        validation_size(data["n"], config.batch_size)
+        snr_db_range = check_snr_range(data["snr_db_range"]) if args.kind == "conditional" else None
 
     def make() -> tuple[Tensor, Tensor | None]:
-        if args.kind == "conditional":
-            return make_training_pairs(int(data["n"]), grid, array, snr_db_range=tuple(data["snr_db_range"]),
-                                       device=device, **family)
-        return make_training_images(int(data["n"]), grid, **family)[0], None
+        if snr_db_range is not None:
+            return make_training_pairs(data["n"], grid, array, snr_db_range=snr_db_range, device=device, **family)
+        return make_training_images(data["n"], grid, **family)[0], None
 
     made_as = {"data": data, "phantoms": phantoms}
     x, y = cached_training_set(args.out_dir, {"kind": args.kind, "geometry": load_params(args.params, "geometry"),
                                              **made_as}, make)
-    train_prior(args.kind, flow, train, x, y, grid=grid, array=array, out_dir=args.out_dir,
-                alpha=float(settings.get("alpha", 0.05)), extra_params=made_as)
+    train_prior(args.kind, flow, train, x, y, grid=grid, array=array, out_dir=args.out_dir, alpha=alpha,
+                extra_params=made_as)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -312,8 +312,13 @@ def _per_scan(values: float | np.ndarray, n: int) -> np.ndarray:
     return np.full(n, values, dtype=np.float64) if values.ndim == 0 else values
 
 
+def valid_member_name(name: object) -> bool:
+    """Whether ``name`` can name a dataset inside a group: a non-empty string without ``/``, not ``.`` or ``..``."""
+    return isinstance(name, str) and bool(name) and "/" not in name and name not in (".", "..")
+
+
 def _member_name(name: str, group: str) -> str:
-    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+    if not valid_member_name(name):
         raise PAReconError(f"{name!r} is not a valid dataset name", field=f"/{group}/{name}")
     return name
 

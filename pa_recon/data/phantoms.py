@@ -12,7 +12,10 @@ the same-looking vessels on any grid (a 512² phantom downsampled by 4 resembles
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 from scipy.signal import lfilter
@@ -66,15 +69,48 @@ class VesselParams:
              "branch_length"),
             (self.max_depth >= 0, "max_depth must be >= 0", "max_depth"),
             (self.step > 0, "step must be positive", "step"),
-            (self.tortuosity >= 0 and self.bend >= 0 and self.taper >= 0,
-             "tortuosity, bend and taper must be >= 0", "tortuosity"),
+            (self.tortuosity >= 0, "tortuosity must be >= 0", "tortuosity"),
+            (self.bend >= 0, "bend must be >= 0", "bend"),
+            (self.taper >= 0, "taper must be >= 0", "taper"),
             (0 <= self.vertical_fraction <= 1, "vertical_fraction must be a probability", "vertical_fraction"),
             (0 <= self.intensity[0] <= self.intensity[1] <= 1, "intensity must be an increasing pair in [0, 1]",
              "intensity"),
         ]
         for ok, message, name in checks:
             if not ok:
-                raise PAReconError(message, field=f"VesselParams.{name}")
+                raise PAReconError(message, field=name)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> VesselParams:
+        """Parameters from a plain mapping (a params section). Each value must have its default's type: an integer,
+        a number, or a pair of them (a list or tuple); an unknown key, a value of another type or an invalid value
+        raises :class:`PAReconError` (naming the key, where it is one)."""
+        if not isinstance(values, Mapping):
+            raise PAReconError(f"expected a mapping, got {values!r}")
+        defaults = {f.name: f.default for f in fields(cls)}
+        unknown = sorted(set(values) - set(defaults))
+        if unknown:
+            raise PAReconError(f"unknown settings {unknown}; known: {sorted(defaults)}")
+        return cls(**{name: _like(value, defaults[name], name) for name, value in values.items()})
+
+
+def _like(value: Any, default: Any, name: str) -> Any:
+    """``value`` of the setting ``name`` converted to the type of its ``default``: an int (not a bool), a float
+    (from a finite int or float) or a tuple of as many of them."""
+    if isinstance(default, tuple):
+        if not isinstance(value, list | tuple) or len(value) != len(default):
+            raise PAReconError(f"must be a list of {len(default)} numbers, got {value!r}", field=name)
+        return tuple(_like(v, d, name) for v, d in zip(value, default))
+    integer = isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, int):
+        if not integer:
+            raise PAReconError(f"must be an integer, got {value!r}", field=name)
+        return value
+    if not (integer or isinstance(value, float)):
+        raise PAReconError(f"must be a number, got {value!r}", field=name)
+    if not math.isfinite(value):
+        raise PAReconError(f"must be finite, got {value!r}", field=name)
+    return float(value)
 
 
 @dataclass

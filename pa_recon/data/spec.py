@@ -249,7 +249,7 @@ def open_hdf5(path: str | PathLike[str]) -> h5py.File:
     """Open an existing HDF5 file read-only, or raise a :class:`PAReconError` saying why it cannot be."""
     path = Path(path)
     if not path.is_file():
-        raise PAReconError("no such file", file=path, field="/")
+        raise PAReconError("is a folder, not a file" if path.is_dir() else "no such file", file=path, field="/")
     if not h5py.is_hdf5(path):
         raise PAReconError("is not an HDF5 file", file=path, field="/")
     try:

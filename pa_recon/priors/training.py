@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -87,10 +88,7 @@ def make_training_pairs(n: int, grid: Grid, array: LinearArray, *, source: str =
     ``batch_size`` on ``device``, each pair at an SNR (dB, on the clean data's RMS) drawn uniformly from
     ``snr_db_range``. The same arguments give the same pairs.
     """
-    lo, hi = snr_db_range
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-        raise PAReconError(f"snr_db_range must be an increasing pair of finite numbers, got {snr_db_range}",
-                           field="snr_db_range")
+    lo, hi = check_snr_range(snr_db_range)
     if batch_size < 1:
         raise PAReconError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
     x, fine = make_training_images(n, grid, source=source, vessel_params=vessel_params, mask_dir=mask_dir,
@@ -104,6 +102,28 @@ def make_training_pairs(n: int, grid: Grid, array: LinearArray, *, source: str =
         p0 = fine[start:stop].to(simulator.operator.kernel.device)
         y[start:stop] = simulator.simulate(p0, snr[start:stop].to(p0.device), noise)[0].cpu()
     return x, y
+
+
+def check_snr_range(snr_db_range: Iterable[float]) -> tuple[float, float]:
+    """``snr_db_range`` as a pair ``(lo, hi)`` of finite numbers with ``lo <= hi``; else a :class:`PAReconError`
+    naming ``snr_db_range``."""
+    pair = list(snr_db_range) if isinstance(snr_db_range, Iterable) and not isinstance(snr_db_range, str) else []
+    finite = all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
+    if not (len(pair) == 2 and finite and pair[0] <= pair[1]):
+        raise PAReconError(f"must be an increasing pair of finite numbers, got {snr_db_range!r}", field="snr_db_range")
+    return float(pair[0]), float(pair[1])
+
+
+def validation_size(n: int, batch_size: int, val_fraction: float = 0.1) -> int:
+    """How many of ``n`` training items :func:`train_prior` holds out for validation (the last ``val_fraction`` of
+    them, rounded); a :class:`PAReconError` naming ``n`` when the others do not fill one batch of ``batch_size``."""
+    if not 0 <= val_fraction < 1:
+        raise PAReconError(f"val_fraction must be in [0, 1), got {val_fraction}", field="val_fraction")
+    n_val = int(round(val_fraction * n))
+    if n - n_val < batch_size:
+        raise PAReconError(f"{n} items leave {n - n_val} for training after {n_val} for validation, fewer than one "
+                           f"batch of {batch_size}", field="n")
+    return n_val
 
 
 def cached_training_set(out_dir: str | os.PathLike[str], description: Mapping[str, Any],
@@ -152,10 +172,9 @@ def train_prior(kind: str, flow_config: Mapping[str, Any], train_config: Mapping
     conditional = kind == "conditional"
     if conditional and (y is None or array is None):
         raise PAReconError("a conditional prior is trained on (x, y) pairs of a known array", field="y")
-    if not 0 <= val_fraction < 1:
-        raise PAReconError(f"val_fraction must be in [0, 1), got {val_fraction}", field="val_fraction")
     if not (math.isfinite(dequant_sigma) and dequant_sigma >= 0):
         raise PAReconError(f"dequant_sigma must be a finite number >= 0, got {dequant_sigma}", field="dequant_sigma")
+    n_val = 0 if val is not None else validation_size(x.shape[0], config.batch_size, val_fraction)
     seed_everything(config.seed)
     prior = FlowPrior(flow_config_for(kind, flow_config, grid), grid, array if conditional else None, alpha=alpha)
     train_items = _items(prior, x, y)
@@ -163,7 +182,6 @@ def train_prior(kind: str, flow_config: Mapping[str, Any], train_config: Mapping
     if val is not None:
         val_items = _items(prior, *val)
     else:
-        n_val = int(round(val_fraction * x.shape[0]))
         val_items = tuple(t[x.shape[0] - n_val:] for t in train_items) if n_val else None
         train_items = tuple(t[:x.shape[0] - n_val] for t in train_items)
     shown = val_items or train_items

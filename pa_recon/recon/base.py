@@ -77,8 +77,10 @@ def initial_image(op: LinearOperator, y: torch.Tensor, x0: object | None) -> tor
 
 
 def check_number(value: float, field: str, *, minimum: float = 0.0) -> float:
-    """``value`` as a float, which must be finite and at least ``minimum``."""
+    """``value`` as a float, which must be a finite number (not a string or a bool) of at least ``minimum``."""
     try:
+        if isinstance(value, str | bytes | bool):
+            raise TypeError
         value = float(value)
     except (TypeError, ValueError):
         raise PAReconError(f"expected a number, got {value!r}", field=field) from None

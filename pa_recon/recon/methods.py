@@ -206,11 +206,19 @@ def _check_map_latent(s: Mapping[str, Any]) -> None:
     descent_settings(s)
 
 
+#: The posterior settings behind the refinement's Adam settings, to name an error in them.
+_REFINE_KEYS = {"steps": "refine_steps", "lr": "refine_lr"}
+
+
 def _check_posterior(s: Mapping[str, Any]) -> None:
     _check_numbers(s, "scan_chi2_tol", "model_error")
     _flag_rule(s)
+    try:
+        refine = _refine(s)
+    except PAReconError as error:
+        raise PAReconError(error.message, field=_REFINE_KEYS.get(error.field or "", error.field)) from None
     check_sampling(n_samples=s["n_samples"], temperature=s["temperature"], chunk=s["chunk"], chi2_tol=s["chi2_tol"],
-                   presence_threshold=s["presence_threshold"], refine=_refine(s))
+                   presence_threshold=s["presence_threshold"], refine=refine)
 
 
 #: The step rules of ``map`` and ``map_latent`` (``optimizer``).

@@ -127,7 +127,8 @@ def posterior_sampling(
     scan are returned for display. ``refine``: the Adam settings of the RTO refinement of every draw (see the module
     notes; its ``tau`` stops a draw once it fits its perturbed data; needs ``temperature`` > 0), ``None`` for plain
     draws. Latents and the RTO noise come from ``generator`` (on ``y``'s device) or the global RNG; a sequence of
-    ``B`` generators gives each scan its own, so a scan's draws do not depend on the scans batched with it.
+    ``B`` generators gives each scan its own, which seeds one generator per sample, so a scan's draws depend neither
+    on the scans batched with it nor on ``chunk``.
     """
     y = check_data(op, y)
     sigma = check_sigma(sigma, y)
@@ -139,19 +140,21 @@ def posterior_sampling(
     if isinstance(generator, Sequence):
         require(len(generator) == n_scans, f"needs one generator per scan ({n_scans}), got {len(generator)}",
                 "generator")
+    seeds = _sample_seeds(generator, n_samples)
+    shapes = [*prior.latent_shapes(), *([tuple(y.shape[1:])] if refine is not None else [])]
     cond = prior_condition(prior, op, y)
     image = y.new_zeros((n_scans, *op.image_shape))
     accepted_moments, all_moments = _Moments(image, threshold), _Moments(image, threshold)
     chi2_parts, accepted_parts, kept = [], [], []
     for start in range(0, n_samples, chunk):
         k = min(chunk, n_samples - start)
-        latents = [temperature * _normal(n_scans, (k, *shape), generator, y).flatten(0, 1)
-                   for shape in prior.latent_shapes()]
+        normals = _normals(shapes, start, k, generator, seeds, y)
+        latents = [temperature * z for z in normals[:len(prior.latent_shapes())]]
         cond_k = repeat_condition(cond, k)
         y_k, sigma_k = y.repeat_interleave(k, dim=0), sigma.repeat_interleave(k)
         if refine is not None:
-            noise = _normal(n_scans, (k, *y.shape[1:]), generator, y).flatten(0, 1)
-            latents = _randomise_then_optimise(op, y_k, sigma_k, prior, cond_k, latents, noise, temperature, refine)
+            latents = _randomise_then_optimise(op, y_k, sigma_k, prior, cond_k, latents, normals[-1], temperature,
+                                               refine)
         x = prior.generate(latents, cond_k)
         chi2 = chi_square(op, x, y_k, sigma_k).view(n_scans, k)
         ok = torch.ones_like(chi2, dtype=torch.bool) if tol is None else (chi2 - 1).abs() <= tol
@@ -196,12 +199,26 @@ def check_sampling(*, n_samples: int, temperature: float, chunk: int, chi2_tol: 
     return temperature, tol, threshold
 
 
-def _normal(n_scans: int, shape: tuple[int, ...], generator: Generators, like: torch.Tensor) -> torch.Tensor:
-    """Standard normal values ``(n_scans, *shape)`` in ``like``'s dtype and device; with a sequence of generators,
-    scan ``b``'s from ``generator[b]``."""
+def _sample_seeds(generator: Generators, n_samples: int) -> list[list[int]] | None:
+    """With one generator per scan, a seed for each of the scan's ``n_samples`` samples; else ``None``."""
     if generator is None or isinstance(generator, torch.Generator):
-        return torch.randn((n_scans, *shape), generator=generator, dtype=like.dtype, device=like.device)
-    return torch.stack([torch.randn(shape, generator=g, dtype=like.dtype, device=like.device) for g in generator])
+        return None
+    return [torch.randint(0, 2**62, (n_samples,), generator=g, device=g.device).tolist() for g in generator]
+
+
+def _normals(shapes: Sequence[tuple[int, ...]], start: int, k: int, generator: Generators,
+             seeds: list[list[int]] | None, like: torch.Tensor) -> list[torch.Tensor]:
+    """Standard normal values ``(B·k, *shape)`` for each of ``shapes``, for samples ``start … start + k − 1`` of the
+    ``B`` scans of ``like`` (each scan's ``k`` rows together), in ``like``'s dtype and device. Without ``seeds`` from
+    ``generator``, one call per shape; with them, each sample's values from a generator of its own seed."""
+    if seeds is None:
+        return [torch.randn((like.shape[0], k, *shape), generator=generator, dtype=like.dtype,
+                            device=like.device).flatten(0, 1) for shape in shapes]
+    sizes = [math.prod(shape) for shape in shapes]
+    flat = torch.stack([torch.randn(sum(sizes), generator=torch.Generator(like.device).manual_seed(seed),
+                                    dtype=like.dtype, device=like.device)
+                        for scan in seeds for seed in scan[start:start + k]])
+    return [part.reshape(-1, *shape) for part, shape in zip(flat.split(sizes, dim=1), shapes)]
 
 
 def _randomise_then_optimise(op: LinearOperator, y: torch.Tensor, sigma: torch.Tensor, prior: ImagePrior,

@@ -48,7 +48,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     """
     path = Path(path)
     if not path.is_file():
-        raise PAReconError("checkpoint file not found", file=path)
+        raise PAReconError("is a folder, not a checkpoint file" if path.is_dir() else "checkpoint file not found",
+                           file=path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:

@@ -105,3 +105,22 @@ def test_a_warning_is_one_line_without_source_code(params_file, tmp_path, capsys
     monkeypatch.setattr(pat, "cmd_report", lambda args: warnings.warn("the prior was trained for another array"))
     status, err = run_main(["report", params_file, "--out", tmp_path / "r.md"], capsys)
     assert status == 0 and err == "pa-recon: warning: the prior was trained for another array"
+
+
+def test_a_bad_reconstruction_name_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(pat, "reconstruct_file", lambda *args, **kwargs: pytest.fail("reconstructed"))
+    status, err = run_main(["reconstruct", tmp_path / "m.h5", "--method", "bp", "--name", "a/b",
+                            "--out", tmp_path / "r.h5"], capsys)
+    assert status == 2 and err.startswith("pa-recon: error: --name: 'a/b' cannot name a reconstruction")
+
+
+def test_dask_options_without_the_distributed_scheduler_are_ignored_with_a_warning(tmp_path, capsys):
+    status, err = run_main(["reconstruct", tmp_path / "m.h5", "--method", "bp", "--workers", "4",
+                            "--out", tmp_path / "r.h5"], capsys)
+    assert status == 2 and err.splitlines()[0] == ("pa-recon: warning: --address and --workers apply to "
+                                                   "--scheduler distributed only; they are ignored")
+
+
+def test_a_folder_given_as_the_measurement_file_is_called_a_folder(tmp_path, capsys):
+    status, err = run_main(["reconstruct", tmp_path, "--method", "bp", "--out", tmp_path / "r.h5"], capsys)
+    assert status == 2 and err == f"pa-recon: error: {tmp_path}: /: is a folder, not a file"

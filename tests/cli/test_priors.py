@@ -57,17 +57,35 @@ def trained(tmp_path_factory):
      "priors.train.conditional.max_stpes: unknown training option(s)"),
     (lambda p: p["priors"]["flow"]["conditional"]["subnet"].update(hiden=8),
      "priors.flow.conditional.subnet.hiden: unknown subnet settings ['hiden']"),
+    (lambda p: p["priors"]["flow"]["conditional"].update(architecture="foo"),
+     "priors.flow.conditional.architecture: 'foo' is not one of"),
+    (lambda p: p["priors"]["flow"]["conditional"].update(levels=6),
+     "priors.flow.conditional.shape: 6 glow levels need height and width divisible by 64"),
+    (lambda p: p["priors"]["data"].update(n=2),
+     "priors.data.n: 2 items leave 2 for training after 0 for validation, fewer than one batch of 4"),
+    (lambda p: p["priors"]["data"].update(n="8"), "priors.data.n: must be an integer >= 1, got '8'"),
+    (lambda p: p["priors"]["data"].update(seed=-1), "priors.data.seed: must be an integer >= 0, got -1"),
+    (lambda p: p["priors"]["data"].update(snr_db_range=[35.0, 25.0]),
+     "priors.data.snr_db_range: must be an increasing pair of finite numbers, got [35.0, 25.0]"),
+    (lambda p: p["priors"]["data"].update(vessels={"densty": 2}), "priors.data.vessels: unknown settings ['densty']"),
+    (lambda p: p["priors"]["data"].update(vessels={"density": "2"}),
+     "priors.data.vessels.density: must be a number, got '2'"),
+    (lambda p: p["priors"].update(alpha=0.7), "priors.alpha: alpha must lie in (0, 0.5), got 0.7"),
+    (lambda p: p["phantoms"].update(refine=0), "phantoms.refine: must be an integer >= 1, got 0"),
+    (lambda p: p["priors"]["train"]["conditional"].update(device="cuda"),
+     "priors.train.conditional.device: CUDA was asked for but is not available"),
 ])
-def test_a_typo_in_the_priors_settings_is_named_before_the_data_are_made(tmp_path, capsys, monkeypatch, change,
-                                                                        message):
+def test_a_wrong_priors_setting_is_named_before_the_data_are_made(tmp_path, capsys, monkeypatch, change, message):
     monkeypatch.setattr(cli_priors, "make_training_pairs", lambda *a, **k: pytest.fail("made training data"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     params = copy.deepcopy(PARAMS)
     change(params)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     assert main(["train-prior", "--kind", "conditional", "--params", str(path), "--out-dir", str(tmp_path / "c"),
                  "--device", "cpu"]) == 2
-    assert capsys.readouterr().err.startswith(f"pa-recon: error: {path}: {message}")
+    err = capsys.readouterr().err
+    assert err.startswith(f"pa-recon: error: {path}: {message}") and err.count("\n") == 1
     assert not (tmp_path / "c").exists()
 
 

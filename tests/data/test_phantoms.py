@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
+from pa_recon.data.families import make_phantoms
 from pa_recon.data.phantoms import VesselParams, downsample, vessel_phantom, vessel_phantoms
 from pa_recon.errors import PAReconError
 
@@ -85,6 +86,38 @@ def test_invalid_params_are_rejected():
         VesselParams(density=0.0)
     with pytest.raises(PAReconError, match="shape"):
         vessel_phantom(0, 8, np.random.default_rng(0))
+
+
+def test_settings_from_a_params_mapping_get_their_defaults_types():
+    params = VesselParams.from_dict({"n_trees": [1, 3], "density": 2, "max_depth": 2})
+    assert params == VesselParams(n_trees=(1, 3), density=2.0, max_depth=2)
+    assert isinstance(params.density, float) and isinstance(params.n_trees, tuple)
+
+
+@pytest.mark.parametrize("values, field, message", [
+    ({"densty": 2}, None, "unknown settings ['densty']; known: ['bend', "),
+    ([("density", 2)], None, "expected a mapping"),
+    ({"density": "2"}, "density", "must be a number, got '2'"),
+    ({"density": float("nan")}, "density", "must be finite, got nan"),
+    ({"thickness": True}, "thickness", "must be a number, got True"),
+    ({"max_depth": 2.0}, "max_depth", "must be an integer, got 2.0"),
+    ({"n_trees": 3}, "n_trees", "must be a list of 2 numbers, got 3"),
+    ({"intensity": [0.2, 0.5, 0.9]}, "intensity", "must be a list of 2 numbers"),
+    ({"bend": -1}, "bend", "bend must be >= 0"),
+])
+def test_a_wrong_setting_is_named(values, field, message):
+    with pytest.raises(PAReconError) as info:
+        VesselParams.from_dict(values)
+    assert info.value.field == field and info.value.message.startswith(message)
+
+
+def test_a_family_names_its_wrong_vessel_settings_for_every_source():
+    for source in ("procedural", "vessel_masks"):
+        with pytest.raises(PAReconError) as info:
+            make_phantoms(1, 8, 8, 0, source=source, vessels={"density": "2"})
+        assert str(info.value) == "vessels.density: must be a number, got '2'"
+    with pytest.raises(PAReconError, match=r"^vessels: unknown settings \['densty'\]"):
+        make_phantoms(1, 8, 8, 0, vessels={"densty": 2})
 
 
 def test_downsample_is_the_block_mean():

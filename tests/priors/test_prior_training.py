@@ -67,6 +67,20 @@ def test_images_from_a_vessel_mask_folder(tmp_path: Path):
 def test_bad_snr_range_is_rejected():
     with pytest.raises(PAReconError, match="snr_db_range"):
         make_training_pairs(2, GRID8, ARRAY8, snr_db_range=(30.0, 20.0))
+    assert training.check_snr_range([20, 30.5]) == (20.0, 30.5)
+    for bad in (("20", 30.0), [20.0], "ab", (20.0, float("nan")), (True, 30.0), 25.0):
+        with pytest.raises(PAReconError) as info:
+            training.check_snr_range(bad)
+        assert info.value.field == "snr_db_range", bad
+
+
+def test_a_training_set_must_leave_one_batch_after_the_validation_split(tmp_path: Path):
+    assert training.validation_size(20, 8) == 2 and training.validation_size(8, 8, val_fraction=0.0) == 0
+    with pytest.raises(PAReconError, match="8 items leave 7 for training after 1 for validation, fewer than one "
+                                           "batch of 8") as info:
+        train_prior("marginal", TINY_FLOW, {**TRAIN, "max_steps": 1}, torch.rand(8, 1, 8, 8), grid=GRID8,
+                    out_dir=tmp_path / "run")
+    assert info.value.field == "n" and not (tmp_path / "run").exists()
 
 
 def _mean_nll(prior: FlowPrior, x: torch.Tensor, cond: torch.Tensor | None = None) -> float:

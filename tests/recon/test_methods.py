@@ -230,6 +230,12 @@ def test_map_weights_each_kind_of_prior_by_its_own_lam(dense_op, conditional):
     ("posterior", {"threshold": 2.0}, "reconstruct.posterior.threshold"),
     ("posterior", {"n_samples": 1}, "reconstruct.posterior.n_samples"),
     ("posterior", {"refine_steps": 5, "temperature": 0.0}, "reconstruct.posterior.temperature"),
+    ("tv", {"lam_fraction": "1e-3"}, "reconstruct.tv.lam_fraction"),
+    ("cgls", {"lam_fraction": True}, "reconstruct.cgls.lam_fraction"),
+    ("map", {"model_error": "0.05"}, "reconstruct.map.model_error"),
+    ("posterior", {"refine_steps": 5, "refine_lr": "15e-2"}, "reconstruct.posterior.refine_lr"),
+    ("posterior", {"refine_steps": 5, "refine_lr": 0.0}, "reconstruct.posterior.refine_lr"),
+    ("posterior", {"refine_steps": -2}, "reconstruct.posterior.refine_steps"),
 ])
 def test_bad_setting_values_are_named_by_their_params_key_before_any_work(method, setting, field):
     with pytest.raises(PAReconError, match=f"^{field}: "):

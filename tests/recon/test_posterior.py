@@ -162,15 +162,19 @@ def test_same_seed_same_draws(case):
 
 
 @pytest.mark.parametrize("refine", [None, AdamSettings(steps=3, lr=0.05, tau=None)])
-def test_per_scan_generators_make_a_scans_draws_independent_of_its_batch(case, refine):
-    def run(rows, seeds):
-        return posterior_sampling(case.op, case.y[rows], case.sigma[rows], case.prior, n_samples=5, chunk=2,
+def test_per_scan_generators_make_a_scans_draws_independent_of_its_batch_and_the_chunking(case, refine):
+    def run(rows, seeds, chunk=2):
+        return posterior_sampling(case.op, case.y[rows], case.sigma[rows], case.prior, n_samples=5, chunk=chunk,
                                   refine=refine, generator=[seeded(s) for s in seeds])
 
     whole = run([0, 1, 2], [10, 11, 12])
     alone = run([2], [12])
     torch.testing.assert_close(alone.mean, whole.mean[2:], rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(alone.chi2, whole.chi2[2:], rtol=1e-5, atol=1e-6)
+    for chunk in (1, 5):
+        other = run([0, 1, 2], [10, 11, 12], chunk)
+        torch.testing.assert_close(other.chi2, whole.chi2, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(other.std, whole.std, rtol=1e-5, atol=1e-6)
     # One generator for the batch draws scan 2's values after scans 0 and 1's.
     shared = posterior_sampling(case.op, case.y, case.sigma, case.prior, n_samples=5, chunk=2, refine=refine,
                                 generator=seeded(12))

@@ -80,6 +80,9 @@ def test_truncated_missing_and_non_dict_files(tmp_path):
     assert "\n" not in str(info.value)
     with pytest.raises(PAReconError, match=r"nope\.pt: checkpoint file not found"):
         load_checkpoint(tmp_path / "nope.pt")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(PAReconError, match=r"run: is a folder, not a checkpoint file"):
+        load_checkpoint(tmp_path / "run")
     save_checkpoint(path, [torch.zeros(1)])
     with pytest.raises(PAReconError, match="holds a list"):
         load_checkpoint(path)
