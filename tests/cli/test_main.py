@@ -9,6 +9,7 @@ from importlib.metadata import version
 import pytest
 
 import pa_recon
+from pa_recon import console
 from pa_recon.cli import common, main, pat
 
 
@@ -124,3 +125,14 @@ def test_dask_options_without_the_distributed_scheduler_are_ignored_with_a_warni
 def test_a_folder_given_as_the_measurement_file_is_called_a_folder(tmp_path, capsys):
     status, err = run_main(["reconstruct", tmp_path, "--method", "bp", "--out", tmp_path / "r.h5"], capsys)
     assert status == 2 and err == f"pa-recon: error: {tmp_path}: /: is a folder, not a file"
+
+
+def test_ctrl_c_while_the_tool_starts_is_one_line_and_status_130(monkeypatch, capsys):
+    import pa_recon.cli
+
+    def interrupted_import(argv=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pa_recon.cli, "main", interrupted_import)
+    assert console.run() == 130
+    assert capsys.readouterr().err == "pa-recon: interrupted\n"
