@@ -2,9 +2,9 @@
 
 Both paths run the same :func:`reconstruct_chunk` on the same chunks, so their results (image-shaped maps and
 per-scan values alike) are identical. Random methods draw each scan's values from a generator seeded by the job's
-seed and the scan's index, so a scan's draws do not depend on the chunking either. Workers read their scans and the prior
-from files themselves (only paths and settings travel) and cache operator and prior per process, so the files
-must be readable at the same paths on every worker.
+seed and the scan's index, so a scan's draws do not depend on the chunking either. Workers read their scans and
+the prior from files themselves (only paths and settings travel) and cache operator and prior per process, so the
+files must be readable at the same paths on every worker.
 """
 
 from __future__ import annotations

@@ -141,7 +141,8 @@ def posterior_sampling(
         require(len(generator) == n_scans, f"needs one generator per scan ({n_scans}), got {len(generator)}",
                 "generator")
     seeds = _sample_seeds(generator, n_samples)
-    shapes = [*prior.latent_shapes(), *([tuple(y.shape[1:])] if refine is not None else [])]
+    latent_shapes = prior.latent_shapes()
+    shapes = [*latent_shapes, *([tuple(y.shape[1:])] if refine is not None else [])]
     cond = prior_condition(prior, op, y)
     image = y.new_zeros((n_scans, *op.image_shape))
     accepted_moments, all_moments = _Moments(image, threshold), _Moments(image, threshold)
@@ -149,7 +150,7 @@ def posterior_sampling(
     for start in range(0, n_samples, chunk):
         k = min(chunk, n_samples - start)
         normals = _normals(shapes, start, k, generator, seeds, y)
-        latents = [temperature * z for z in normals[:len(prior.latent_shapes())]]
+        latents = [temperature * z for z in normals[:len(latent_shapes)]]
         cond_k = repeat_condition(cond, k)
         y_k, sigma_k = y.repeat_interleave(k, dim=0), sigma.repeat_interleave(k)
         if refine is not None:
