@@ -214,6 +214,15 @@ def family_phantoms(path: str | Path, family: Mapping[str, Any], n: int, seed: i
     return fine, images
 
 
+#: Values of every command's ``--device`` option.
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def add_device_option(parser: argparse.ArgumentParser, what: str) -> None:
+    """A ``--device`` option (:data:`DEVICES`, default ``auto``: CUDA when present, else the CPU) for ``what``."""
+    parser.add_argument("--device", default="auto", choices=DEVICES, help=f"{what}; auto: CUDA when present")
+
+
 def pick_device(name: str, field: str = "--device") -> torch.device:
     """``auto`` → CUDA when present, else CPU; ``field`` is the option or setting that gave ``name``."""
     if name == "auto":

@@ -156,14 +156,14 @@ def cmd_flow_report(args: argparse.Namespace) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the image-flow benchmark sub-commands: flow-train, flow-eval, flow-report."""
     p = sub.add_parser("flow-train", help="train one flow of a benchmark params file (resumes a stopped run)")
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--params", default="params.yaml", help="benchmark params file (benchmark, models, profiles)")
     p.add_argument("--model", required=True, help="a name in the params file's models section")
     p.add_argument("--out", required=True, help="training folder (checkpoints, samples, run.json)")
     p.set_defaults(func=cmd_flow_train)
     declare_outputs(p, folders=["out"], resumable=True)
 
     p = sub.add_parser("flow-eval", help="bits/dim (importance-sampled), timings and figures of a trained flow")
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--params", default="params.yaml", help="benchmark params file (benchmark, models, profiles)")
     p.add_argument("--model", required=True, help="the model's name (a label in the results)")
     p.add_argument("--checkpoint", required=True, help="the training folder written by flow-train")
     p.add_argument("--out", required=True, help="folder for metrics.json and the PNG figures")

@@ -14,6 +14,7 @@ import torch
 
 from pa_recon.batch import ReconJob, reconstruct_file
 from pa_recon.cli.common import (
+    add_device_option,
     batches,
     check_family,
     check_keys,
@@ -228,24 +229,24 @@ def cmd_report(args: argparse.Namespace) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the photoacoustic sub-commands: phantoms, simulate, reconstruct, evaluate."""
     p = sub.add_parser("phantoms", help="write a test set of vessel phantoms (HDF5) on the simulation grid")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--out", required=True)
+    p.add_argument("--params", default="params.yaml", help="params file (geometry, phantoms, test_sets)")
+    p.add_argument("--out", required=True, help="phantom file to write (HDF5)")
     p.add_argument("--set", required=True, help="name of a test set in the params file's test_sets section")
     p.set_defaults(func=cmd_phantoms)
     declare_outputs(p, files=["out"])
 
     p = sub.add_parser("simulate", help="phantoms → noisy limited-view measurements (HDF5)")
     p.add_argument("phantoms")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--out", required=True)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--params", default="params.yaml", help="params file (geometry, simulate)")
+    p.add_argument("--out", required=True, help="measurement file to write (HDF5)")
+    p.add_argument("--batch-size", type=int, default=8, help="phantoms simulated together")
+    add_device_option(p, "where to simulate")
     p.set_defaults(func=cmd_simulate)
     declare_outputs(p, files=["out"])
 
     p = sub.add_parser("import-ipasc", help="IPASC/PACFISH HDF5 of a linear array → measurement file")
     p.add_argument("ipasc")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="measurement file to write (HDF5)")
     p.add_argument("--params", default="params.yaml", help="params file whose geometry.grid is the recon grid")
     p.add_argument("--wavelength", type=int, default=0, help="wavelength index to import")
     p.add_argument("--sound-speed", type=float, help="m/s; overrides or stands in for the file's value")
@@ -259,7 +260,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", required=True, metavar="METHOD",
                    help=f"one of {', '.join(method_names())}; a -marginal or -conditional suffix checks the prior's "
                         "kind, and names the output <method>_<kind> (settings: reconstruct.<method>)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="reconstruction file to write (HDF5)")
     p.add_argument("--params", help="params file whose reconstruct.<method> section overrides the defaults")
     p.add_argument("--prior", help="prior file (.pt) for the methods that need one")
     p.add_argument("--allow-geometry-mismatch", action="store_true",
@@ -269,7 +270,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "compilation of seconds to minutes per chunk shape")
     p.add_argument("--name", help="name of the reconstruction in the output (default: METHOD, with _ for -)")
     p.add_argument("--batch-size", type=int, default=16, help="scans per chunk")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_device_option(p, "where to reconstruct")
     p.add_argument("--seed", type=int, default=0, help="seed of the random draws (posterior samples)")
     p.add_argument("--scheduler", default="local", choices=("local", "distributed"),
                    help="distributed: spread chunks over a dask cluster")
@@ -294,6 +295,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("summaries", metavar="metrics", nargs="+",
                    help="metrics JSON files of evaluate; each test set is named by its file's folder, so these "
                         "folders need different names")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="Markdown file to write")
     p.set_defaults(func=cmd_report)
     declare_outputs(p, files=["out"])

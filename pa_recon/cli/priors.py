@@ -7,6 +7,7 @@ import argparse
 from torch import Tensor
 
 from pa_recon.cli.common import (
+    add_device_option,
     check_family,
     check_keys,
     declare_outputs,
@@ -81,9 +82,9 @@ def cmd_train_prior(args: argparse.Namespace) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train-prior``."""
     p = sub.add_parser("train-prior", help="train a marginal or conditional flow prior (writes OUT_DIR/prior.pt)")
-    p.add_argument("--kind", required=True, choices=PRIOR_KINDS)
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--kind", required=True, choices=PRIOR_KINDS, help="p(x) or p(x | c), c made from the data")
+    p.add_argument("--params", default="params.yaml", help="params file (geometry, phantoms, priors)")
+    p.add_argument("--out-dir", required=True, help="training folder (checkpoints, run.json, prior.pt)")
+    add_device_option(p, "where to simulate the training data, and to train unless priors.train.<kind>.device says")
     p.set_defaults(func=cmd_train_prior)
     declare_outputs(p, folders=["out_dir"], resumable=True)

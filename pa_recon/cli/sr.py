@@ -23,7 +23,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pa_recon.cli.common import benchmark_profile, check_keys, declare_outputs, load_params, params_key, pick_device
+from pa_recon.cli.common import (
+    add_device_option,
+    benchmark_profile,
+    check_keys,
+    declare_outputs,
+    load_params,
+    params_key,
+    pick_device,
+)
 from pa_recon.data.sr_images import read_image, to_uint8
 from pa_recon.errors import PAReconError
 from pa_recon.report import write_text
@@ -234,8 +242,8 @@ def cmd_sr(args: argparse.Namespace) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the super-resolution sub-commands: sr-train, sr-eval, sr."""
     p = sub.add_parser("sr-train", help="train the SR flow or its L1 regression baseline (resumes a stopped run)")
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("--model", required=True, choices=("flow", "regression"))
+    p.add_argument("--params", default="params.yaml", help="benchmark params file (benchmark, profiles)")
+    p.add_argument("--model", required=True, choices=("flow", "regression"), help="which model to train")
     p.add_argument("--out", required=True, help="training folder (checkpoints, samples, run.json)")
     p.add_argument("--regression", help="trained regression folder whose encoder initialises the flow's "
                                         "(used when the profile's model.encoder_from_regression is true)")
@@ -243,7 +251,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     declare_outputs(p, folders=["out"], resumable=True)
 
     p = sub.add_parser("sr-eval", help="Set5/Set14 tables (Y and RGB protocols, LR-PSNR, diversity) and a figure")
-    p.add_argument("--params", default="params.yaml")
+    p.add_argument("--params", default="params.yaml", help="benchmark params file (benchmark, profiles, reference)")
     p.add_argument("--flow", required=True, help="the flow's training folder")
     p.add_argument("--regression", required=True, help="the regression baseline's training folder")
     p.add_argument("--out", required=True, help="folder for table.md, metrics.json, per_image.json, figure.png")
@@ -254,10 +262,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("image", help="the low-resolution image (PNG, JPEG, BMP, TIFF)")
     p.add_argument("--scale", type=int, default=4, help="must match the trained model")
     p.add_argument("--temperature", type=float, default=0.8, help="0: the deterministic (mean-like) output")
-    p.add_argument("--samples", type=int, default=1)
+    p.add_argument("--samples", type=int, default=1, help="images to draw at the temperature")
     p.add_argument("--out", required=True, help="folder for the PNGs (<stem>_x<scale>_t<T>_<k>.png)")
     p.add_argument("--checkpoint", default="pipelines/sr/runs/flow", help="the flow's training folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
+    add_device_option(p, "where to run the flow")
     p.set_defaults(func=cmd_sr)
     declare_outputs(p, folders=["out"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import warnings
 from importlib.metadata import version
@@ -10,7 +11,7 @@ import pytest
 
 import pa_recon
 from pa_recon import console
-from pa_recon.cli import common, main, pat
+from pa_recon.cli import build_parser, common, main, pat
 
 
 def test_version_is_the_installed_package_version(capsys):
@@ -29,6 +30,19 @@ def test_help_lists_every_sub_command(capsys):
     for command in ("phantoms", "simulate", "import-ipasc", "reconstruct", "evaluate", "report", "train-prior",
                     "flow-train", "flow-eval", "flow-report", "sr-train", "sr-eval", "sr"):
         assert command in out
+
+
+def test_every_option_of_every_sub_command_has_help_and_shows_its_default():
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, command in commands.choices.items():
+        text = " ".join(command.format_help().split())
+        for action in command._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            assert action.help, f"{name} {action.option_strings[0]} has no help"
+            if not action.required and action.default not in (None, False):
+                assert f"(default: {action.default})" in text, f"{name} {action.option_strings[0]}"
 
 
 def test_sub_command_help_shows_the_defaults_worth_showing(capsys):
