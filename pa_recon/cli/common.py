@@ -22,6 +22,7 @@ from tqdm import tqdm
 from pa_recon.data.families import family_vessels, make_phantoms
 from pa_recon.errors import PAReconError
 from pa_recon.physics import Grid, LinearArray
+from pa_recon.recon.base import check_count
 
 T = TypeVar("T")
 
@@ -137,10 +138,11 @@ def params_key(file: str | Path, key: str) -> Iterator[None]:
 
 def count_setting(value: object, *, file: str | Path, field: str, minimum: int = 0) -> int:
     """``value`` if it is an integer (not a bool) of at least ``minimum``; else a :class:`PAReconError` naming the
-    params key ``field``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise PAReconError(f"must be an integer >= {minimum}, got {value!r}", file=file, field=field)
-    return value
+    params key ``field`` in ``file``."""
+    try:
+        return check_count(value, field, minimum=minimum)
+    except PAReconError as err:
+        raise PAReconError(err.message, file=file, field=field) from None
 
 
 def number_setting(value: object, *, file: str | Path, field: str) -> float:
