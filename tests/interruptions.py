@@ -1,4 +1,4 @@
-"""A loss that stops a training run part-way, as Ctrl-C or a killed job would (for resume tests)."""
+"""A loss that stops a training run part-way, as Ctrl-C, a crash or a killed job would (for resume tests)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from torch import Tensor, nn
 from pa_recon.train import LossFn
 
 
-def interrupted_after(calls: int, loss_fn: LossFn) -> LossFn:
-    """``loss_fn`` that raises KeyboardInterrupt at its ``calls``-th training call (with gradients enabled; the
-    validation passes do not count)."""
+def interrupted_after(calls: int, loss_fn: LossFn,
+                      error: BaseException | type[BaseException] = KeyboardInterrupt) -> LossFn:
+    """``loss_fn`` that raises ``error`` at its ``calls``-th training call, so ``calls − 1`` steps complete (only
+    calls with gradients enabled count: the validation passes do not)."""
     seen = 0
 
     def loss(model: nn.Module, batch: Any) -> tuple[Tensor, dict[str, float]]:
@@ -20,7 +21,7 @@ def interrupted_after(calls: int, loss_fn: LossFn) -> LossFn:
         if torch.is_grad_enabled():
             seen += 1
             if seen == calls:
-                raise KeyboardInterrupt
+                raise error
         return loss_fn(model, batch)
 
     return loss

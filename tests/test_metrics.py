@@ -104,10 +104,12 @@ def test_undefined_cases_raise_user_errors(images):
     x, ref = images
     with pytest.raises(PAReconError, match="data range"):
         psnr(x[0], np.ones_like(ref[0]))
-    with pytest.raises(PAReconError):
+    with pytest.raises(PAReconError, match="positive and finite") as info:
         ssim(x, ref, data_range=-1.0)
-    with pytest.raises(PAReconError):
+    assert info.value.field == "data_range"
+    with pytest.raises(PAReconError, match="a scalar or 3 values") as info:
         psnr(x, ref, data_range=np.ones(2))
+    assert info.value.field == "data_range"
     with pytest.raises(PAReconError, match="at least 11"):
         ssim(x[:, :10], ref[:, :10])
     with pytest.raises(PAReconError, match="all zeros"):

@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from interruptions import interrupted_after
+from mnist_fixture import idx_bytes
 
 from pa_recon.cli import flows
 from pa_recon.errors import PAReconError
@@ -34,12 +35,6 @@ EVAL = {"n_samples": 2, "batch_size": 4, "timing_repeats": 1, "temperatures": [0
         "interpolation_pairs": 2, "interpolation_steps": 3, "split_rows": 2, "split_resamples": 2, "device": "cpu"}
 
 
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """An uncompressed unsigned-byte IDX file."""
-    header = (0x0800 + array.ndim).to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.fixture(scope="module")
 def mnist(tmp_path_factory) -> Path:
     """A fake MNIST folder: 40 training and 10 test images of blurred blobs."""
@@ -49,8 +44,8 @@ def mnist(tmp_path_factory) -> Path:
         yy, xx = np.mgrid[:28, :28]
         centres = rng.uniform(8, 20, size=(n, 2, 1, 1))
         images = 255 * np.exp(-((yy - centres[:, 0]) ** 2 + (xx - centres[:, 1]) ** 2) / 18)
-        write_idx(folder / f"{prefix}-images-idx3-ubyte", images.round())
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n))
+        (folder / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(images.round()))
+        (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(rng.integers(0, 10, n)))
     return folder
 
 
@@ -181,16 +176,7 @@ def test_user_errors_name_the_problem(tmp_path, mnist, edit, message):
 
 def test_evaluating_an_unfinished_run_is_refused(tmp_path, mnist, monkeypatch):
     params = write_params(tmp_path, mnist)
-    loss_fn = image_flows.bits_per_dim_loss
-    calls = []
-
-    def stop_at_step_3(model, batch):
-        calls.append(torch.is_grad_enabled())
-        if sum(calls) == 3:
-            raise KeyboardInterrupt
-        return loss_fn(model, batch)
-
-    monkeypatch.setattr(image_flows, "bits_per_dim_loss", stop_at_step_3)
+    monkeypatch.setattr(image_flows, "bits_per_dim_loss", interrupted_after(3, image_flows.bits_per_dim_loss))
     with pytest.raises(KeyboardInterrupt):
         run("flow-train", "--params", params, "--model", "tiny", "--out", tmp_path / "runs")
     with pytest.raises(PAReconError, match="stopped at step 2 before the end"):

@@ -1,7 +1,5 @@
 """IPASC import, against files written with exactly PACFISH's HDF5 layout (see ipasc_fixture.py)."""
 
-from pathlib import Path
-
 import h5py
 import numpy as np
 import pytest

@@ -7,25 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mnist_fixture import idx_bytes
 
 from pa_recon.data.mnist import load_mnist, read_idx
 from pa_recon.errors import PAReconError
 
 
-def idx_bytes(array: np.ndarray, magic: int | None = None) -> bytes:
-    """An unsigned-byte IDX file holding ``array`` (magic 0x0800 + ndim unless given)."""
-    magic = 0x0800 + array.ndim if magic is None else magic
-    header = magic.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
 def write(path: Path, content: bytes, gz: bool) -> Path:
+    """Write ``content`` to ``path``, gzip-compressed under ``path.gz`` when ``gz``."""
     path = path.with_name(path.name + ".gz") if gz else path
     path.write_bytes(gzip.compress(content) if gz else content)
     return path
 
 
 def make_split(folder: Path, prefix: str, n: int, gz: bool, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Random images and labels of ``n`` digits written as the ``prefix`` split; returns them."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, size=n).astype(np.uint8)
@@ -68,57 +64,40 @@ def test_missing_file(tmp_path):
         load_mnist(tmp_path, "test")
 
 
-@pytest.mark.parametrize("gz", [True, False])
-def test_bad_magic(tmp_path, gz):
-    make_split(tmp_path, "train", 2, gz)
+@pytest.mark.parametrize(("n", "name", "content", "gz", "message"), [
     # a labels-type (idx1) magic number in front of the image data
-    write(tmp_path / "train-images-idx3-ubyte", idx_bytes(np.zeros((2, 28, 28)), magic=0x0801), gz)
-    with pytest.raises(PAReconError, match=r"train-images-idx3-ubyte(\.gz)?: bad magic number 0x00000801"):
+    (2, "train-images-idx3-ubyte", idx_bytes(np.zeros((2, 28, 28)), magic=0x0801), True,
+     r"train-images-idx3-ubyte\.gz: bad magic number 0x00000801"),
+    (2, "train-images-idx3-ubyte", idx_bytes(np.zeros((2, 28, 28)), magic=0x0801), False,
+     r"train-images-idx3-ubyte: bad magic number 0x00000801"),
+    (2, "train-labels-idx1-ubyte", idx_bytes(np.array([1, 2])) + b"\x00", True,
+     r"train-labels-idx1-ubyte\.gz: too long"),
+    (4, "train-labels-idx1-ubyte", idx_bytes(np.array([1, 2, 3])), True,
+     r"train-labels-idx1-ubyte\.gz: 3 labels for 4 images"),
+    (2, "train-images-idx3-ubyte", idx_bytes(np.zeros((2, 32, 32))), False,
+     "train-images-idx3-ubyte: images are 32×32, expected 28×28"),
+    (2, "train-labels-idx1-ubyte", idx_bytes(np.array([1, 10])), False,
+     "train-labels-idx1-ubyte: label 10 outside 0-9"),
+], ids=["bad-magic-gz", "bad-magic-raw", "trailing-byte", "count-mismatch", "image-size", "label-range"])
+def test_malformed_file_is_named(tmp_path, n, name, content, gz, message):
+    make_split(tmp_path, "train", n, gz)
+    write(tmp_path / name, content, gz)
+    with pytest.raises(PAReconError, match=message):
         load_mnist(tmp_path, "train")
 
 
-@pytest.mark.parametrize("cut", [2, 10, 100])
-def test_truncated_raw_file(tmp_path, cut):
-    make_split(tmp_path, "train", 2, gz=False)
-    path = tmp_path / "train-images-idx3-ubyte"
-    path.write_bytes(path.read_bytes()[:cut])
-    with pytest.raises(PAReconError, match="train-images-idx3-ubyte: truncated"):
-        load_mnist(tmp_path, "train")
-
-
-def test_truncated_gzip_stream(tmp_path):
-    make_split(tmp_path, "t10k", 2, gz=True)
-    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
-    path.write_bytes(path.read_bytes()[:-12])
-    with pytest.raises(PAReconError, match=r"t10k-labels-idx1-ubyte\.gz: cannot read"):
-        load_mnist(tmp_path, "test")
-
-
-def test_trailing_bytes(tmp_path):
-    make_split(tmp_path, "train", 2, gz=True)
-    write(tmp_path / "train-labels-idx1-ubyte", idx_bytes(np.array([1, 2])) + b"\x00", gz=True)
-    with pytest.raises(PAReconError, match=r"train-labels-idx1-ubyte\.gz: too long"):
-        load_mnist(tmp_path, "train")
-
-
-def test_count_mismatch(tmp_path):
-    make_split(tmp_path, "train", 4, gz=True)
-    write(tmp_path / "train-labels-idx1-ubyte", idx_bytes(np.array([1, 2, 3])), gz=True)
-    with pytest.raises(PAReconError, match=r"train-labels-idx1-ubyte\.gz: 3 labels for 4 images"):
-        load_mnist(tmp_path, "train")
-
-
-def test_wrong_image_size(tmp_path):
-    make_split(tmp_path, "train", 2, gz=False)
-    write(tmp_path / "train-images-idx3-ubyte", idx_bytes(np.zeros((2, 32, 32))), gz=False)
-    with pytest.raises(PAReconError, match="train-images-idx3-ubyte: images are 32×32, expected 28×28"):
-        load_mnist(tmp_path, "train")
-
-
-def test_label_out_of_range(tmp_path):
-    make_split(tmp_path, "train", 2, gz=False)
-    write(tmp_path / "train-labels-idx1-ubyte", idx_bytes(np.array([1, 10])), gz=False)
-    with pytest.raises(PAReconError, match="train-labels-idx1-ubyte: label 10 outside 0-9"):
+@pytest.mark.parametrize(("name", "keep", "message"), [
+    ("train-images-idx3-ubyte", 2, "train-images-idx3-ubyte: truncated"),
+    ("train-images-idx3-ubyte", 10, "train-images-idx3-ubyte: truncated"),
+    ("train-images-idx3-ubyte", 100, "train-images-idx3-ubyte: truncated"),
+    ("train-labels-idx1-ubyte.gz", -12, r"train-labels-idx1-ubyte\.gz: cannot read"),
+])
+def test_truncated_file_is_named(tmp_path, name, keep, message):
+    """Only the first ``keep`` bytes of the file are left (negative: all but the last ``-keep``)."""
+    make_split(tmp_path, "train", 2, gz=name.endswith(".gz"))
+    path = tmp_path / name
+    path.write_bytes(path.read_bytes()[:keep])
+    with pytest.raises(PAReconError, match=message):
         load_mnist(tmp_path, "train")
 
 

@@ -1,5 +1,6 @@
-"""Layout specs and the validator: one test per failure kind, each naming the file and the field."""
+"""Layout specs and the validator: every failure kind, each error naming the file and the field."""
 
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -53,54 +54,60 @@ def test_valid_file_binds_all_dims(measurements):
     assert dims == {"n_scans": N_SCANS, "n_elements": N_ELEMENTS, "n_samples": N_SAMPLES, "nz": 5, "nx": 6}
 
 
-def test_missing_attribute(measurements):
-    with h5py.File(measurements, "r+") as f:
-        del f["grid"].attrs["dx"]
-    rejected(measurements, "measurements", "/grid@dx", "missing required attribute")
+Edit = Callable[[Path], None]
 
 
-def test_missing_dataset(measurements):
-    with h5py.File(measurements, "r+") as f:
-        del f["measurements/noise_sigma"]
-    rejected(measurements, "measurements", "/measurements/noise_sigma", "missing required dataset")
+def delete(name: str, attribute: str | None = None) -> Edit:
+    """Remove the dataset ``name``, or its (or its group's) attribute."""
+    def edit(path: Path) -> None:
+        with h5py.File(path, "r+") as f:
+            if attribute is None:
+                del f[name]
+            else:
+                del f[name].attrs[attribute]
+    return edit
 
 
-def test_wrong_shape(measurements):
-    replace_dataset(measurements, "measurements/noise_sigma", np.ones(N_SCANS + 1))
-    rejected(measurements, "measurements", "/measurements/noise_sigma", "n_scans is 4 here but 3")
+def set_attribute(name: str, attribute: str, value: object) -> Edit:
+    """Overwrite the attribute of the group or dataset ``name``."""
+    def edit(path: Path) -> None:
+        with h5py.File(path, "r+") as f:
+            f[name].attrs[attribute] = value
+    return edit
 
 
-def test_wrong_rank(measurements):
-    replace_dataset(measurements, "ground_truth/p0", np.zeros((5, 6)))
-    rejected(measurements, "measurements", "/ground_truth/p0", r"has shape \(5, 6\), expected \[n_scans, nz, nx\]")
+def replace(name: str, values: np.ndarray) -> Edit:
+    """Replace the dataset ``name`` by ``values``."""
+    return lambda path: replace_dataset(path, name, values)
 
 
-def test_dims_must_agree_with_geometry_attributes(measurements):
-    with h5py.File(measurements, "r+") as f:
-        f["array"].attrs["n_samples"] = N_SAMPLES + 1
-    rejected(measurements, "measurements", "/measurements/data", "n_samples is 7 here but 8 from /array@n_samples")
-
-
-def test_element_count_must_match_data(measurements):
-    replace_dataset(measurements, "array/element_x", np.zeros(N_ELEMENTS + 2))
-    rejected(measurements, "measurements", "/measurements/data", "n_elements is 4 here but 6 from /array/element_x")
-
-
-def test_nan_values(measurements):
-    with h5py.File(measurements, "r+") as f:
+def poke_nan(path: Path) -> None:
+    """One NaN in scan 2 of the data."""
+    with h5py.File(path, "r+") as f:
         f["measurements/data"][2, 1, 3] = np.nan
-    rejected(measurements, "measurements", "/measurements/data", "NaN or inf values \\(first at scan 2\\)")
 
 
-def test_inf_in_attribute(measurements):
-    with h5py.File(measurements, "r+") as f:
-        f["array"].attrs["fs"] = np.inf
-    rejected(measurements, "measurements", "/array@fs", "must be finite")
-
-
-def test_negative_noise(measurements):
-    replace_dataset(measurements, "measurements/noise_sigma", np.array([0.1, -0.1, 0.1]))
-    rejected(measurements, "measurements", "/measurements/noise_sigma", "below 0 \\(first at scan 1\\)")
+@pytest.mark.parametrize("edit, field, match", [
+    (delete("grid", "dx"), "/grid@dx", "missing required attribute"),
+    (delete("measurements/noise_sigma"), "/measurements/noise_sigma", "missing required dataset"),
+    (replace("measurements/noise_sigma", np.ones(N_SCANS + 1)), "/measurements/noise_sigma",
+     "n_scans is 4 here but 3"),
+    (replace("ground_truth/p0", np.zeros((5, 6))), "/ground_truth/p0",
+     r"has shape \(5, 6\), expected \[n_scans, nz, nx\]"),
+    (set_attribute("array", "n_samples", N_SAMPLES + 1), "/measurements/data",
+     "n_samples is 7 here but 8 from /array@n_samples"),
+    (replace("array/element_x", np.zeros(N_ELEMENTS + 2)), "/measurements/data",
+     "n_elements is 4 here but 6 from /array/element_x"),
+    (poke_nan, "/measurements/data", r"NaN or inf values \(first at scan 2\)"),
+    (set_attribute("array", "fs", np.inf), "/array@fs", "must be finite"),
+    (replace("measurements/noise_sigma", np.array([0.1, -0.1, 0.1])), "/measurements/noise_sigma",
+     r"below 0 \(first at scan 1\)"),
+    (set_attribute("grid", "nz", 5.5), "/grid@nz", "type int"),
+], ids=["missing-attribute", "missing-dataset", "wrong-shape", "wrong-rank", "dims-against-attributes",
+        "element-count", "nan", "inf-attribute", "negative-noise", "attribute-type"])
+def test_broken_measurements_are_rejected(measurements, edit, field, match):
+    edit(measurements)
+    rejected(measurements, "measurements", field, match)
 
 
 def test_wrong_dtype(tmp_path):

@@ -94,8 +94,14 @@ def _is_window(window: np.ndarray, mask: np.ndarray) -> bool:
 
 
 def test_crop_larger_than_masks_is_upscaled(drive_like):
-    crops = VesselMaskFolder(drive_like).crops(2, 200, 150, seed=0)
-    assert crops.shape == (2, 200, 150) and 0.0 <= crops.min() and crops.max() <= 1.0
+    masks = VesselMaskFolder(drive_like)
+    crops = masks.crops(6, 200, 150, seed=0)
+    assert crops.shape == (6, 200, 150) and 0.0 <= crops.min() and crops.max() <= 1.0
+    # Each crop is (nearly) a whole 90 × 70 mask resized, so it keeps that mask's vessel fraction (0.13–0.16);
+    # padding the mask to 200 × 150 would cut the fraction to about a fifth.
+    fractions = np.array([m.mean() for m in masks.masks])
+    for crop in crops:
+        assert np.abs(fractions - crop.mean()).min() < 0.01
 
 
 def test_missing_or_empty_folder_names_the_path(tmp_path):

@@ -17,9 +17,10 @@ from pa_recon.flows import (
     GaussianPrior,
     UNetEncoder,
     UniformDequantization,
+    VariationalDequantization,
     build_flow,
 )
-from pa_recon.flows.registry import GATED, SMALL, make_input, randomize_parameters
+from pa_recon.flows.registry import GATED, N_BITS, SMALL, make_input, randomize_parameters
 
 
 class UnitCubeDensity(GaussianPrior):
@@ -48,19 +49,26 @@ def test_uniform_dequantization_bits_with_a_gaussian_prior():
     torch.testing.assert_close(bpd, 4 + nll / (4 * math.log(2)))
 
 
-@pytest.mark.parametrize("kind", ["uniform", "variational"])
-def test_importance_sampled_estimate_is_at_least_the_single_sample_bound(kind):
-    model = randomize_parameters(build_flow(FlowConfig(
-        (1, 4, 4), "realnvp", levels=2, steps=1, subnet=SMALL, dequantization=kind, n_bits=3, dequant_steps=2,
-        logit_alpha=0.05))).double()
-    x = make_input((3, 1, 4, 4), "int", torch.float64)
-    torch.manual_seed(1)
-    weights = model.log_weights(x, n_samples=6)
-    assert weights.shape == (6, 3)
-    k_sample = torch.logsumexp(weights, dim=0) - math.log(6)
-    assert (k_sample >= weights.mean(dim=0)).all()  # log-mean-exp >= mean, for the same draws
-    torch.manual_seed(1)
-    torch.testing.assert_close(model.log_prob(x, n_samples=6), k_sample)
+def test_variational_dequantization_weight_is_the_change_of_variables_density_of_its_noise(monkeypatch):
+    """log_weight = -D n log 2 - log q(u | x), log q(u | x) = log N(eps) - log|det ∂u/∂eps|, for the noise eps the
+    dequantizer draws (injected here) and the Jacobian of eps -> u taken by autograd."""
+    deq = randomize_parameters(VariationalDequantization(1, N_BITS, steps=2, subnet=SMALL, features=4),
+                               scale=0.3).double()
+    x = make_input((2, 1, 2, 4), "int", torch.float64)
+    eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+    def offsets(noise: Tensor) -> Tensor:
+        monkeypatch.setattr(torch, "randn_like", lambda _: noise)
+        return deq(x)[0] * deq.levels - x
+
+    u = offsets(eps)
+    log_weight = deq(x)[1]  # drawn with the same eps
+    d = x[0].numel()
+    jac = torch.autograd.functional.jacobian(offsets, eps).reshape(2, d, 2, d)
+    log_noise = -0.5 * (eps**2).flatten(1).sum(1) - 0.5 * d * math.log(2 * math.pi)
+    log_q = log_noise - torch.stack([torch.linalg.slogdet(jac[i, :, i])[1] for i in range(2)])
+    assert ((u > 0) & (u < 1)).all()
+    torch.testing.assert_close(log_weight, -d * N_BITS * math.log(2) - log_q, rtol=1e-10, atol=1e-10)
 
 
 def test_variational_dequantization_noise_lies_in_the_unit_interval():
@@ -143,7 +151,7 @@ def test_flow_without_encoder_takes_a_single_scale_feature_map():
     x, c = torch.randn(2, 2, 4, 4, dtype=torch.float64), torch.randn(2, 1, 4, 4, dtype=torch.float64)
     feats = model.encoder(c)
     torch.testing.assert_close(bare.log_prob(x, feats[0]), model.log_prob(x, c))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^encoder scales \[0, 1\] differ from the flow's \[1\]$"):
         Flow(list(model.layers), model.prior, (2, 4, 4), encoder=UNetEncoder(1, 3, [0, 1], width=4))
 
 
@@ -157,15 +165,23 @@ def test_actnorm_in_a_fresh_model_initialises_on_the_first_batch_and_is_saved():
 
 
 def test_log_prob_under_bfloat16_autocast_stays_float32_and_close():
+    """Both parts of log p, the log-det (about -40 nats here) and the base density, stay within a fraction of a nat."""
+    torch.manual_seed(0)
     model = randomize_parameters(build_flow(FlowConfig((2, 8, 8), "glow", levels=2, steps=2, subnet=SMALL)))
-    x = torch.randn(2, 2, 8, 8)
-    exact = model.log_prob(x)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, ActNorm):
+                m.log_scale.sub_(0.1)  # a log-det far from 0, so dropping it cannot hide within the tolerance
+    x = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(1))
+    exact = model(x)
+    assert (exact.logdet < -20).all()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x)
-        approx = out.logdet + out.log_prior
         back = model.inverse(out.latents).y
-    assert approx.dtype == torch.float32 and all(z.dtype == torch.float32 for z in out.latents)
-    assert (approx - exact).abs().max() <= 0.05 * exact.abs().max()
+    assert out.logdet.dtype == out.log_prior.dtype == torch.float32
+    assert all(z.dtype == torch.float32 for z in out.latents)
+    torch.testing.assert_close(out.logdet, exact.logdet, rtol=0, atol=0.25)
+    torch.testing.assert_close(out.log_prior, exact.log_prior, rtol=0, atol=0.5)
     assert (back - x).abs().max() <= 1e-4
 
 
@@ -179,11 +195,3 @@ def test_config_round_trips_through_a_plain_dict():
         FlowConfig.from_dict({**plain, "level": 3})
     with pytest.raises(PAReconError, match=r"^subnet.width: unknown subnet settings \['width'\]; known: \['blocks'"):
         FlowConfig.from_dict({**plain, "subnet": {"kind": "resnet", "width": 3}})
-
-
-def test_docstring_examples():
-    import doctest
-
-    import pa_recon.flows.builders
-
-    assert doctest.testmod(pa_recon.flows.builders, raise_on_error=True).attempted > 0

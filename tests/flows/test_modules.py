@@ -117,17 +117,17 @@ def test_conditional_coupling_depends_on_the_condition():
     assert not torch.equal(coupling(x, c)[0], coupling(x, c + 1)[0])
 
 
-def test_bad_settings_raise_user_errors():
-    with pytest.raises(PAReconError):
-        AffineCoupling(1, "channel")
-    with pytest.raises(PAReconError):
-        AffineCoupling(2, "stripes")  # type: ignore[arg-type]
-    with pytest.raises(PAReconError):
-        HaarDownsample("daubechies")  # type: ignore[arg-type]
-    with pytest.raises(PAReconError):
-        LogitTransform(0.5)
-    with pytest.raises(PAReconError):
-        make_subnet(SubnetConfig("mlp"), 2, 2)  # type: ignore[arg-type]
+@pytest.mark.parametrize(("build", "field", "message"), [
+    (lambda: AffineCoupling(1, "channel"), "channels", "channel-mask coupling needs at least 2 channels, got 1"),
+    (lambda: AffineCoupling(2, "stripes"), None, "bad coupling settings: mask='stripes'"),
+    (lambda: HaarDownsample("daubechies"), "variant", "unknown Haar variant 'daubechies'"),
+    (lambda: LogitTransform(0.5), "alpha", r"alpha must lie in \[0, 0.5\), got 0.5"),
+    (lambda: make_subnet(SubnetConfig("mlp"), 2, 2), "subnet.kind", "unknown sub-network kind 'mlp'"),
+], ids=["one-channel-channel-mask", "unknown-mask", "unknown-haar-variant", "logit-alpha", "unknown-subnet"])
+def test_bad_settings_raise_user_errors(build, field, message):
+    with pytest.raises(PAReconError, match=message) as err:
+        build()
+    assert err.value.field == field
 
 
 def test_gaussian_prior_matches_torch_distributions_and_temperature():

@@ -29,14 +29,16 @@ def test_simulated_noise_has_the_requested_level_and_is_seeded():
 
 
 def test_refinement_below_two_is_the_inverse_crime_and_is_refused():
-    with pytest.raises(PAReconError, match="refine"):
+    with pytest.raises(PAReconError) as err:
         MeasurementSimulator(GRID, ARRAY, refine=1)
+    assert err.value.field == "refine"
 
 
 def test_coarse_phantom_on_the_fine_simulator_is_rejected():
     sim = MeasurementSimulator(GRID, ARRAY, refine=2)
-    with pytest.raises(PAReconError, match="p0"):
+    with pytest.raises(PAReconError) as err:
         sim.simulate(torch.zeros(1, 1, 8, 10), 20.0)
+    assert err.value.field == "p0"
 
 
 def test_noise_estimate_recovers_white_noise_under_a_smooth_signal():

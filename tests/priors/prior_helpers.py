@@ -22,10 +22,11 @@ TINY_FLOW: dict[str, Any] = {
 
 
 def make_prior(kind: str, grid: Grid = GRID4, array: LinearArray = ARRAY8, dtype: torch.dtype = torch.float64,
-               seed: int = 0) -> FlowPrior:
-    """A ``kind`` prior with every parameter perturbed (no layer is an identity), ActNorms marked initialised."""
+               seed: int = 0, alpha: float = 0.05) -> FlowPrior:
+    """A ``kind`` prior (logit margin ``alpha``) with every parameter perturbed (no layer is an identity), ActNorms
+    marked initialised."""
     torch.manual_seed(seed)
-    prior = FlowPrior(flow_config_for(kind, TINY_FLOW, grid), grid, array)
+    prior = FlowPrior(flow_config_for(kind, TINY_FLOW, grid), grid, array, alpha=alpha)
     return randomize_parameters(prior, scale=0.1, seed=seed).to(dtype).eval()
 
 

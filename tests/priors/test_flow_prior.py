@@ -36,11 +36,16 @@ def test_nll_is_the_change_of_variables_density_of_the_latents(kind, low, high):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_nll_is_the_flow_density_of_the_pretransformed_image_plus_its_logdet(kind):
-    prior = make_prior(kind)
-    x, cond = images(3, low=-0.2, high=1.2), _cond(prior, 3)
-    y, logdet = prior.pretransform(x)
-    torch.testing.assert_close(prior.nll(x, cond), -(prior.flow.log_prob(y, cond) + logdet), rtol=0, atol=0)
+@pytest.mark.parametrize("alpha", [0.05, 0.2])
+def test_nll_on_the_data_range_is_the_flow_density_of_the_realnvp_logit_of_the_image(kind, alpha):
+    """On [0, 1] the pre-transform is y = logit(p), p = alpha + (1 - 2 alpha) x, with the prior's own alpha, so
+    -log p(x) = -log p_flow(y) - sum log((1 - 2 alpha) / (p (1 - p)))."""
+    prior = make_prior(kind, alpha=alpha)
+    x, cond = images(3), _cond(prior, 3)
+    p = alpha + (1 - 2 * alpha) * x
+    log_slope = (math.log(1 - 2 * alpha) - torch.log(p) - torch.log1p(-p)).flatten(1).sum(1)
+    flow_log_density = prior.flow.log_prob(torch.log(p) - torch.log1p(-p), cond)
+    torch.testing.assert_close(prior.nll(x, cond), -(flow_log_density + log_slope), rtol=1e-12, atol=1e-10)
 
 
 @pytest.mark.parametrize("kind", KINDS)

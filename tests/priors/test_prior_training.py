@@ -53,15 +53,21 @@ def test_pairs_are_downsampled_phantoms_and_simulated_data_at_an_snr_in_range():
     assert ((snr > 18.5) & (snr < 31.5)).all(), snr
 
 
-def test_images_from_a_vessel_mask_folder(tmp_path: Path):
+def test_images_from_a_vessel_mask_folder_are_crops_of_its_vessels_and_their_block_averages(tmp_path: Path):
+    """Masks of full-height vertical stripes: every fine crop (resized, flipped, turned) is constant along the
+    stripes and holds both vessel (1) and background (0); the coarse image is its 2×2 block average."""
     for k in range(2):
         mask = np.zeros((40, 40), dtype=np.uint8)
-        mask[:, 10 + 5 * k:14 + 5 * k] = 255
-        mask[20:23, :] = 255
+        mask[:, 8 + 12 * k:14 + 12 * k] = 255
+        mask[:, 30:34] = 255
         Image.fromarray(mask).save(tmp_path / f"{k:02d}_manual1.png")
-    coarse, fine = make_training_images(3, GRID8, source="vessel_masks", mask_dir=tmp_path, split="all", seed=1)
-    assert coarse.shape == (3, 1, 8, 8) and fine.shape == (3, 1, 16, 16)
-    assert 0 <= float(coarse.min()) and float(coarse.max()) <= 1 and float(coarse.max()) > 0
+    coarse, fine = make_training_images(6, GRID8, source="vessel_masks", mask_dir=tmp_path, split="all", seed=1)
+    assert coarse.shape == (6, 1, 8, 8) and fine.shape == (6, 1, 16, 16)
+    torch.testing.assert_close(coarse, torch.nn.functional.avg_pool2d(fine, 2), rtol=0, atol=1e-6)
+    f = fine[:, 0]
+    down_columns, along_rows = (f - f[:, :1]).abs().amax(dim=(1, 2)), (f - f[..., :1]).abs().amax(dim=(1, 2))
+    assert (torch.minimum(down_columns, along_rows) < 1e-6).all()
+    assert (f.amin(dim=(1, 2)) == 0).all() and (f.amax(dim=(1, 2)) > 0.95).all() and float(f.max()) <= 1
 
 
 def test_bad_snr_range_is_rejected():

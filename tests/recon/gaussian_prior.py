@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from pa_recon.recon.descent import Objective, Penalty
 from pa_recon.recon.prior_protocol import Condition
 
 
@@ -107,6 +108,17 @@ class GaussianCase:
     sigma: torch.Tensor
     post_mean: torch.Tensor
     post_cov: torch.Tensor
+
+    def objective(self, x: torch.Tensor, y: torch.Tensor | None = None, prior: Any = None) -> torch.Tensor:
+        """``½‖A x − y‖²/σ² + NLL(x)`` ``(B,)`` written out by hand (data ``y``, prior: the case's by default)."""
+        r = self.op(x) - (self.y if y is None else y)
+        return 0.5 * (r * r).flatten(1).sum(1) / self.sigma**2 + (prior or self.prior).nll(x)
+
+    def descent_objective(self, penalty: Penalty | None = None) -> Objective:
+        """The recon layer's :class:`Objective` on image variables, with the prior's NLL as the penalty unless
+        ``penalty`` is given."""
+        return Objective(self.op, self.y, self.sigma**2, lambda v: v[0],
+                         penalty or (lambda v, image: self.prior.nll(image)))
 
 
 def gaussian_case(op: Any, sigma: list[float], *, noise: float | None = None, conditional: bool = False,

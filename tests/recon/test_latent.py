@@ -50,12 +50,13 @@ def test_discrepancy_stop_in_latent_space(dense_op):
     assert chi_square(case.op, result.image, case.y, case.sigma)[0] <= 1
 
 
-@pytest.mark.parametrize("z0", [
-    lambda c: [torch.zeros(2, 1, 2, 5)],
-    lambda c: [torch.zeros(2, 1, 2, 5), torch.zeros(2, 2, 1, 4)],
-    lambda c: [torch.zeros(2, 1, 2, 5), torch.full((2, 2, 1, 5), torch.nan)],
+@pytest.mark.parametrize("z0, message", [
+    ([torch.zeros(2, 1, 2, 5)], "expected 2 latents"),
+    ([torch.zeros(2, 1, 2, 5), torch.zeros(2, 2, 1, 4)], "expected 2 latents"),
+    ([torch.zeros(2, 1, 2, 5), torch.full((2, 2, 1, 5), torch.nan)], "NaN or infinite"),
 ])
-def test_bad_start_latents_raise(dense_op, z0):
+def test_bad_start_latents_raise(dense_op, z0, message):
     case = gaussian_case(dense_op, [0.1, 0.1])
-    with pytest.raises(PAReconError, match="z0"):
-        map_latent(case.op, case.y, case.sigma, case.prior, z0=z0(case))
+    with pytest.raises(PAReconError, match=message) as err:
+        map_latent(case.op, case.y, case.sigma, case.prior, z0=z0)
+    assert err.value.field == "z0"

@@ -26,12 +26,6 @@ from pa_recon.recon.prior_protocol import check_prior
 CONVERGE = AdamSettings(steps=1000, lr=3e-2, lr_decay=0.01, tau=None)
 
 
-def objective(case, x: torch.Tensor, y: torch.Tensor | None = None, prior=None) -> torch.Tensor:
-    """½‖A x − y‖²/σ² + NLL(x) per scan (marginal prior)."""
-    r = case.op(x) - (case.y if y is None else y)
-    return 0.5 * (r * r).flatten(1).sum(1) / case.sigma**2 + (prior or case.prior).nll(x)
-
-
 @pytest.mark.parametrize("lam", [1.0, 0.3, 3.0])
 def test_map_matches_the_closed_form_with_per_scan_sigma(dense_op, lam):
     case = gaussian_case(dense_op, [0.05, 0.1, 0.2])
@@ -52,18 +46,18 @@ def test_conditional_prior_is_conditioned_on_the_data(dense_op):
     torch.testing.assert_close(result.image.flatten(1), expected, rtol=0, atol=1e-6)
 
 
-def test_history_starts_at_the_back_projection_and_the_objective_decreases(dense_op):
+def test_history_starts_at_the_back_projection_and_descends_to_the_closed_form_minimum(dense_op):
     case = gaussian_case(dense_op, [0.05, 0.1, 0.2])
     result = map_image(case.op, case.y, case.sigma, case.prior, x0="backprojection",
                        settings=AdamSettings(steps=300, lr=3e-2, tau=None))
     start = back_projection(case.op, case.y, nonneg=True)
-    torch.testing.assert_close(result.history[0], objective(case, start), rtol=1e-12, atol=0)
-    torch.testing.assert_close(result.history[-1], objective(case, result.image), rtol=1e-12, atol=0)
+    torch.testing.assert_close(result.history[0], case.objective(start), rtol=1e-12, atol=0)
+    torch.testing.assert_close(result.history[-1], case.objective(result.image), rtol=1e-12, atol=0)
     assert result.history.shape == (301, 3)
     assert torch.all(result.history[-1] < result.history[0])
-    assert torch.all(result.history[-50:].max(0).values - result.history[-50:].min(0).values < 1e-3)
-    optimum = objective(case, case.post_mean.reshape(3, 1, 4, 5))
-    assert torch.all(result.history[-1] >= optimum - 1e-9)
+    # 300 steps reach the closed-form minimum of this well-conditioned problem.
+    optimum = case.objective(case.post_mean.reshape(3, 1, 4, 5))
+    torch.testing.assert_close(result.history[-1], optimum, rtol=1e-9, atol=0)
 
 
 def test_start_at_the_prior_centre(dense_op):
@@ -177,7 +171,7 @@ def test_a_scan_whose_objective_turns_nan_keeps_its_last_finite_iterate(dense_op
     assert result.image[0].max() <= prior.limit and 0 < result.steps[0] < 200
     assert not torch.isfinite(result.history[:, 0]).all() and torch.isfinite(result.history[:, 1]).all()
     # After the NaN step the history goes on at the restored iterate.
-    torch.testing.assert_close(result.history[-1], objective(case, result.image, y, prior), rtol=1e-12, atol=0)
+    torch.testing.assert_close(result.history[-1], case.objective(result.image, y, prior), rtol=1e-12, atol=0)
 
 
 def test_the_stand_in_satisfies_the_protocol(dense_op):
@@ -217,18 +211,9 @@ def test_inputs_are_not_mutated(dense_op):
 def test_bad_inputs_raise(dense_op, change, field):
     case = gaussian_case(dense_op, [0.1, 0.1])
     kwargs = {"y": case.y, "sigma": case.sigma, "prior": case.prior, **change(case)}
-    with pytest.raises(PAReconError, match=field):
+    with pytest.raises(PAReconError) as err:
         map_image(case.op, kwargs.pop("y"), kwargs.pop("sigma"), kwargs.pop("prior"), **kwargs)
-
-
-@pytest.mark.parametrize("settings, field", [
-    ({"steps": -1}, "steps"), ({"steps": 2.5}, "steps"), ({"lr": 0.0}, "lr"), ({"lr_decay": 0.0}, "lr_decay"),
-    ({"lr_decay": 2.0}, "lr_decay"), ({"tau": -1.0}, "tau"), ({"check_every": 0}, "check_every"),
-    ({"cuda_graph": 1}, "cuda_graph"),
-])
-def test_bad_settings_raise(settings, field):
-    with pytest.raises(PAReconError, match=field):
-        AdamSettings(**settings)
+    assert err.value.field == field
 
 
 def test_on_the_pat_operator_a_white_gaussian_prior_gives_tikhonov():

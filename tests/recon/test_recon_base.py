@@ -25,12 +25,10 @@ ALGORITHMS: dict[str, Callable[..., object]] = {
 }
 
 
-def test_dense_operator_is_a_linear_operator_with_exact_adjoint(dense_op):
+def test_linear_operator_protocol_needs_the_adjoint_and_both_shapes(dense_op):
     assert isinstance(dense_op, LinearOperator)
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(2, *dense_op.image_shape, generator=g, dtype=torch.float64)
-    y = torch.randn(2, *dense_op.data_shape, generator=g, dtype=torch.float64)
-    assert torch.allclose((dense_op(x) * y).sum(), (x * dense_op.adjoint(y)).sum(), rtol=1e-12)
+    assert not isinstance(lambda x: x, LinearOperator)
+    assert not isinstance(torch.nn.Identity(), LinearOperator)
 
 
 def test_operator_norm_matches_largest_singular_value(dense_op):

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-import torch
+from interruptions import interrupted_after
 from train_problem import AffineFlow, images, nll_loss
 
 from pa_recon.errors import PAReconError
@@ -23,13 +23,7 @@ def test_run_is_recorded_and_resumed_into_the_same_run(data, make_config, tmp_pa
     train, val = data
     config = make_config(tracking=True, tracking_uri=uri, experiment="unit", run_name="affine", max_steps=24,
                          sample_every=10, log_model=False)
-
-    def interrupted_after_12(model, batch):
-        if torch.is_grad_enabled() and trainer.step >= 12:
-            raise KeyboardInterrupt
-        return nll_loss(model, batch)
-
-    trainer = Trainer(AffineFlow(), config, interrupted_after_12, train, val, sample_fn=images,
+    trainer = Trainer(AffineFlow(), config, interrupted_after(13, nll_loss), train, val, sample_fn=images,
                       extra_params={"model": {"kind": "affine", "dims": 1}})
     with pytest.raises(KeyboardInterrupt):
         trainer.fit()

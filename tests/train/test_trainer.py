@@ -12,25 +12,11 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import torch
+from interruptions import interrupted_after
 from train_problem import TRUE_SCALE, TRUE_SHIFT, AffineFlow, images, nll_loss
 
 from pa_recon.errors import PAReconError
 from pa_recon.train import TrainConfig, Trainer, load_checkpoint, lr_multiplier, save_image_grid
-
-
-def crash_after(calls: int):
-    """nll_loss that raises on training call number ``calls + 1`` (validation calls are not counted)."""
-    count = 0
-
-    def loss(model, batch):
-        nonlocal count
-        if torch.is_grad_enabled():
-            count += 1
-            if count > calls:
-                raise RuntimeError("simulated crash")
-        return nll_loss(model, batch)
-
-    return loss
 
 
 def test_loss_decreases_and_fits_the_data(data, make_config):
@@ -56,8 +42,9 @@ def test_interrupted_and_resumed_run_is_bit_identical(data, make_config, tmp_pat
     full_rng = torch.get_rng_state()
 
     config = make_config(out_dir=str(tmp_path / "parts"), **settings)
+    crashing = interrupted_after(26, nll_loss, RuntimeError("simulated crash"))
     with pytest.raises(RuntimeError, match="simulated crash"):
-        Trainer(AffineFlow(), config, crash_after(25), train, val, sample_fn=images).fit()
+        Trainer(AffineFlow(), config, crashing, train, val, sample_fn=images).fit()
     assert load_checkpoint(tmp_path / "parts" / "last.pt")["step"] == 20
     torch.manual_seed(12345)  # a new process would start from other generator states
     resumed = Trainer(AffineFlow(a=-1.0, b=4.0), config, nll_loss, train, val, sample_fn=images)
@@ -89,17 +76,12 @@ def test_resume_in_a_separate_process(data, make_config, tmp_path):
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(f"""
         import sys, torch
+        from interruptions import interrupted_after
         from train_problem import AffineFlow, nll_loss
         from pa_recon.train import TrainConfig, Trainer
         x = 2.0 + 3.0 * torch.randn(320, 1, generator=torch.Generator().manual_seed(1))
         config = TrainConfig(**{make_config(out_dir=str(tmp_path / "parts"), **settings).to_dict()!r})
-        calls = 0
-        def loss(model, batch):
-            global calls
-            calls += torch.is_grad_enabled()
-            if calls > int(sys.argv[1]):
-                sys.exit(3)
-            return nll_loss(model, batch)
+        loss = interrupted_after(int(sys.argv[1]) + 1, nll_loss, SystemExit(3))
         Trainer(AffineFlow(), config, loss, x[:256], x[256:]).fit()
     """))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
@@ -117,7 +99,7 @@ def test_finished_run_is_not_trained_again(data, make_config):
     config = make_config(max_steps=10)
     first = Trainer(AffineFlow(), config, nll_loss, train, val)
     metrics = first.fit()
-    again = Trainer(AffineFlow(), config, crash_after(0), train, val)
+    again = Trainer(AffineFlow(), config, interrupted_after(1, nll_loss, RuntimeError("trained again")), train, val)
     assert again.fit() == metrics
     assert torch.equal(again.model.a, first.model.a)
 
