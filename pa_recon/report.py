@@ -105,10 +105,11 @@ def _values_of(method: str, methods: Iterable[str],
 def summarise(per_scan: Mapping[str, Mapping[str, np.ndarray]], groups: np.ndarray) -> dict[str, dict[str, dict]]:
     """``{group: {method: {metric: mean, metric_std: std, n: count}}}``; ``groups`` ``(N,)`` labels each scan.
 
-    Means and stds skip NaN (e.g. a flag AUROC of a scan without large errors).
+    Groups come in the order of their first scan, methods in the order of ``per_scan``. Means and stds skip NaN
+    (e.g. a flag AUROC of a scan without large errors).
     """
     out: dict[str, dict[str, dict]] = {}
-    for g in sorted(set(groups.tolist())):
+    for g in dict.fromkeys(groups.tolist()):
         mask = groups == g
         out[str(g)] = {
             method: {
@@ -132,8 +133,9 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def write_metrics_json(path: str | os.PathLike[str], summary: Mapping[str, object]) -> None:
-    """Write the summary as JSON that ``dvc metrics show`` reads."""
-    _atomic_text(Path(path), json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    """Write the summary as JSON that ``dvc metrics show`` reads, its keys in the summary's order (so ``evaluate``'s
+    methods in the order of its reconstruction files, which :func:`results_table` keeps)."""
+    _atomic_text(Path(path), json.dumps(summary, indent=2) + "\n")
 
 
 #: The statistics of every method in a summary that :func:`results_table` shows.
@@ -185,7 +187,8 @@ def results_table(summaries: Summaries) -> str:
     methods have paired gains (:func:`add_paired_gains`), a column per gain: mean ± std of the per-scan gain in PSNR
     and SSIM, and the scans won.
 
-    ``summaries`` maps a test-set name to the output of :func:`summarise`.
+    ``summaries`` maps a test-set name to the output of :func:`summarise`. Rows and columns keep the order of the
+    summaries: sets, then groups, then methods (and the gains of each method) in order of first appearance.
     """
     text = _table(summaries, "PSNR [dB] / SSIM",
                   lambda r: f"{r['psnr']:.2f} ± {r['psnr_std']:.2f} / {r['ssim']:.3f} ± {r['ssim_std']:.3f}")

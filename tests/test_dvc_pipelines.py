@@ -5,6 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from dvc.repo import Repo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,3 +36,14 @@ def test_every_pipeline_has_uncached_metrics():
 def test_uncached_outputs_are_not_git_ignored():
     ignored = [f"{stage}: {path}" for stage, path in uncached_outputs() if git_ignores(path)]
     assert not ignored, f"git ignores these cache: false outputs, so no commit holds them: {ignored}"
+
+
+def test_the_per_scan_csvs_are_drawn_by_the_top_level_plots_alone():
+    """A file under a stage's ``plots`` also gets DVC's default chart (its last column against the row number)
+    besides the top-level definitions that draw it."""
+    top = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    drawn = {Path(file) for plot in top if isinstance(plot, dict) for spec in plot.values() for file in spec["y"]}
+    with Repo(str(ROOT)) as repo:
+        stage_plots = {Path(out.fs_path).relative_to(ROOT) for stage in repo.index.stages for out in stage.outs
+                       if out.plot}
+    assert drawn and not [str(f) for f in drawn if stage_plots & {f, *f.parents}]

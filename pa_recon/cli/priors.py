@@ -30,6 +30,7 @@ from pa_recon.priors import (
 from pa_recon.priors.training import check_snr_range, validation_size
 from pa_recon.recon.methods import PRIOR_KINDS
 from pa_recon.train import TrainConfig
+from pa_recon.train.tracking import check_tracking
 
 
 #: Keys of ``priors.data``: how many training images, their family (as in ``test_sets``), seed and SNR range.
@@ -63,6 +64,7 @@ def cmd_train_prior(args: argparse.Namespace) -> None:
     with params_key(args.params, f"priors.train.{args.kind}"):
         config = TrainConfig.from_dict({**train, "out_dir": args.out_dir})
         pick_device(config.device, field="device")
+        check_tracking(config.tracking, config.tracking_uri)
     with params_key(args.params, "priors.data"):
         validation_size(data["n"], config.batch_size)
         snr_db_range = check_snr_range(data["snr_db_range"]) if args.kind == "conditional" else None

@@ -175,6 +175,7 @@ class Trainer:
         self.best_metric: float | None = None
         self.metrics: dict[str, float] = {}
         self.run_id: str | None = None
+        self._logged_steps: dict[str, int] = {}
         self.finished = False
         self._interval = _Mean()
         self._epoch = _Mean()
@@ -202,9 +203,11 @@ class Trainer:
         self.finished = False
         cfg = self.config
         tracker = start_tracker(cfg.tracking, cfg.tracking_uri, cfg.experiment, cfg.run_name, self.run_id)
-        if tracker.run_id is not None and self.run_id is None:
+        if tracker.run_id is not None and tracker.run_id != self.run_id:
             tracker.log_params({**cfg.to_dict(), **self.extra_params})
             self.run_id = tracker.run_id
+        # A resumed training repeats the steps after its last checkpoint: their metrics are not logged twice.
+        self._logged_steps = tracker.logged_steps()
         status = "FAILED"
         try:
             self._train(tracker)
@@ -359,7 +362,9 @@ class Trainer:
                 self.best_metric = val["val/loss"]
                 save_checkpoint(self.out_dir / "best.pt", self.state_dict())
         if logged:
-            tracker.log_metrics(logged, step)
+            fresh = {k: v for k, v in logged.items() if step > self._logged_steps.get(k, -1)}
+            if fresh:
+                tracker.log_metrics(fresh, step)
             self.metrics.update({k: v for k, v in logged.items() if not k.startswith("epoch")})
             self.metrics["step"] = step
         if self.sample_fn is not None and due(cfg.sample_every):

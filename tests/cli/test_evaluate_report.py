@@ -15,16 +15,17 @@ GRID = {"nx": 16, "nz": 16, "dx": 2e-4}
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """A measurement file of 4 scans at two SNRs, reconstructions bp and tv, a second tv, and the metrics of
-    evaluate with and without ``--ranking bp tv``."""
+    """A measurement file of 4 scans at two SNRs (40 dB first), reconstructions bp, tv and map, a second tv, and the
+    metrics of evaluate with and without ``--ranking bp tv``."""
     d = tmp_path_factory.mktemp("evaluate")
     rng = np.random.default_rng(0)
     truth = rng.random((4, 16, 16)).astype(np.float32)
     array = LinearArray.uniform(8, 2e-4, fs=20e6, n_samples=32).to_dict()
-    paths = {"meas": d / "meas.h5", "bp": d / "bp.h5", "tv": d / "tv.h5", "tv_again": d / "tv_again.h5"}
+    paths = {"meas": d / "meas.h5", "bp": d / "bp.h5", "tv": d / "tv.h5", "map": d / "map.h5",
+             "tv_again": d / "tv_again.h5"}
     write_measurements(paths["meas"], rng.normal(size=(4, 8, 32)).astype(np.float32), array, GRID, 0.1, p0=truth,
                        snr_db=np.array([40.0, 40.0, 20.0, 20.0]))
-    for name, method, noise in (("bp", "bp", 0.3), ("tv", "tv", 0.1), ("tv_again", "tv", 0.2)):
+    for name, method, noise in (("bp", "bp", 0.3), ("tv", "tv", 0.1), ("map", "map", 0.05), ("tv_again", "tv", 0.2)):
         image = np.clip(truth + noise * rng.normal(size=truth.shape), 0, None).astype(np.float32)
         write_reconstructions(paths[name], {method: image}, GRID, "meas.h5")
     for name, extra in (("ranked", ["--ranking", "bp", "tv"]), ("plain", [])):
@@ -73,6 +74,21 @@ def test_report_tables_ranked_and_unranked_sets_together(files, tmp_path):
     assert all("(won" in row for row in gains[2:4]) and all(row.endswith("| – |") for row in gains[4:])
 
 
+def test_metrics_csvs_and_report_keep_the_order_of_the_reconstructions_and_of_the_scans(files, tmp_path):
+    metrics, plots, out = tmp_path / "set" / "metrics.json", tmp_path / "plots", tmp_path / "results.md"
+    assert main(["evaluate", files["meas"], files["bp"], files["tv"], files["map"], "--metrics", str(metrics),
+                 "--plots", str(plots), "--ranking", "bp", "tv", "map"]) == 0
+    summary = json.loads(metrics.read_text())
+    assert list(summary) == ["snr40dB", "snr20dB"]
+    assert [list(group) for group in summary.values()] == [["bp", "tv", "map"]] * 2
+    assert (plots / "psnr_per_scan.csv").read_text().splitlines()[0] == "scan,group,bp,tv,map"
+    assert main(["report", str(metrics), "--out", str(out)]) == 0
+    psnr, gains = (table.splitlines() for table in out.read_text().split("\n\n"))
+    assert psnr[0] == "| test set | group | n | bp PSNR [dB] / SSIM | tv PSNR [dB] / SSIM | map PSNR [dB] / SSIM |"
+    assert [row.split(" | ")[1] for row in psnr[2:]] == ["snr40dB", "snr20dB"]
+    assert gains[0] == "| test set | group | n | tv over bp | map over tv |"
+
+
 def test_report_refuses_two_metrics_files_whose_folders_share_a_name(files, tmp_path, capsys):
     first, second = tmp_path / "a" / "setX" / "metrics.json", tmp_path / "b" / "setX" / "metrics.json"
     for path in (first, second):
@@ -106,4 +122,4 @@ def test_report_names_a_set_in_the_working_folder_by_that_folder(files, tmp_path
     monkeypatch.chdir(Path(files["plain"]).parent)
     out = tmp_path / "results.md"
     assert main(["report", "metrics.json", "--out", str(out)]) == 0
-    assert out.read_text().splitlines()[2].startswith("| plain | snr20dB | 2 |")
+    assert out.read_text().splitlines()[2].startswith("| plain | snr40dB | 2 |")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
+import signal
+import time
 import warnings
 from importlib.metadata import version
 
@@ -149,4 +152,24 @@ def test_ctrl_c_while_the_tool_starts_is_one_line_and_status_130(monkeypatch, ca
 
     monkeypatch.setattr(pa_recon.cli, "main", interrupted_import)
     assert console.run() == 130
+    assert capsys.readouterr().err == "pa-recon: interrupted\n"
+
+
+def test_sigterm_stops_the_tool_as_ctrl_c_does_with_status_143(monkeypatch, capsys):
+    import pa_recon.cli
+
+    def terminated(argv=None):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this at once
+        return 0
+
+    monkeypatch.setattr(pa_recon.cli, "main", terminated)
+    monkeypatch.setattr(console, "_TERMINATED", False)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        start = time.perf_counter()
+        assert console.run() == 143
+        assert time.perf_counter() - start < 4
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert capsys.readouterr().err == "pa-recon: interrupted\n"

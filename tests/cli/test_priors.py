@@ -74,6 +74,8 @@ def trained(tmp_path_factory):
     (lambda p: p["phantoms"].update(refine=0), "phantoms.refine: must be an integer >= 1, got 0"),
     (lambda p: p["priors"]["train"]["conditional"].update(device="cuda"),
      "priors.train.conditional.device: CUDA was asked for but is not available"),
+    (lambda p: p["priors"]["train"]["conditional"].update(tracking=True, tracking_uri="mlruns"),
+     "priors.train.conditional.tracking_uri: MLflow cannot use 'mlruns': The filesystem tracking backend"),
 ])
 def test_a_wrong_priors_setting_is_named_before_the_data_are_made(tmp_path, capsys, monkeypatch, change, message):
     monkeypatch.setattr(cli_priors, "make_training_pairs", lambda *a, **k: pytest.fail("made training data"))
