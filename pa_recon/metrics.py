@@ -12,6 +12,8 @@ an array ``(B,)`` gives one range per image.
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
@@ -159,7 +161,7 @@ def calibration_bins(mean: ArrayLike, std: ArrayLike, truth: ArrayLike, n_bins: 
     """
     m, s, t, n = _uncertainty_inputs(mean, std, truth, n_samples)
     n_pixels = s[0].size
-    if not (isinstance(n_bins, int) and 1 <= n_bins <= n_pixels):
+    if not (isinstance(n_bins, Integral) and not isinstance(n_bins, bool) and 1 <= n_bins <= n_pixels):
         raise PAReconError(f"must be an integer in [1, {n_pixels}], got {n_bins}", field="n_bins")
     var, err2 = (s**2 * (1 + 1 / n)).reshape(len(s), -1), ((m - t) ** 2).reshape(len(s), -1)
     order = np.argsort(var, axis=1, kind="stable")
@@ -188,7 +190,7 @@ def interval_coverage(mean: ArrayLike, std: ArrayLike, truth: ArrayLike, level: 
     quantiles, so it needs no stored samples.
     """
     m, s, t, n = _uncertainty_inputs(mean, std, truth, n_samples)
-    if not (isinstance(level, (int, float)) and 0 < level < 1):
+    if not (isinstance(level, Real) and not isinstance(level, bool) and 0 < level < 1):
         raise PAReconError(f"must be in (0, 1), got {level}", field="level")
     q = student_t.ppf((1 + level) / 2, n - 1) * np.sqrt(1 + 1 / n)
     return (np.abs(t - m) <= q * s).mean(axis=(1, 2))
@@ -205,6 +207,8 @@ def auroc(scores: ArrayLike, labels: ArrayLike) -> float:
         raise PAReconError(f"{s.size} scores but {y.size} labels", field="labels")
     if not np.all(np.isfinite(s)):
         raise PAReconError("contains NaN or infinite values", field="scores")
+    if not np.isin(y, (0, 1)).all():
+        raise PAReconError("labels must be 0/1 or true/false", field="labels")
     positive = y.astype(bool)
     n_pos = int(positive.sum())
     n_neg = positive.size - n_pos

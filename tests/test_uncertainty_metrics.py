@@ -133,7 +133,20 @@ def test_calibration_with_unequal_bins():
     (lambda m: auroc(np.ones(3), np.ones(4)), "labels"),
     (lambda m: auroc(np.array([np.nan, 1.0]), np.array([0, 1])), "scores"),
     (lambda m: flag_auroc(np.ones((1, 3, 3)), m, m), "flags"),
+    (lambda m: auroc(np.array([0.1, 0.2, 0.3]), np.array([0.0, 0.4, 1.0])), "labels"),
+    (lambda m: auroc(np.array([0.1, 0.2, 0.3]), np.array([0, 2, 2])), "labels"),
+    (lambda m: calibration_error(m, np.ones_like(m), m, n_bins=True), "n_bins"),
+    (lambda m: interval_coverage(m, np.ones_like(m), m, level="0.95"), "level"),
 ])
 def test_bad_inputs_raise(call, field):
-    with pytest.raises(PAReconError, match=field):
+    with pytest.raises(PAReconError) as err:
         call(np.zeros((1, 4, 4)))
+    assert err.value.field == field
+
+
+def test_numpy_scalars_are_accepted_as_settings():
+    rng = np.random.default_rng(0)
+    mean, std, truth = rng.random((1, 4, 4)), np.ones((1, 4, 4)), rng.random((1, 4, 4))
+    assert interval_coverage(mean, std, truth, np.float32(0.5)) == interval_coverage(mean, std, truth, 0.5)
+    assert calibration_error(mean, std, truth, n_bins=np.int64(2)) == calibration_error(mean, std, truth, n_bins=2)
+    assert auroc(np.array([0.1, 0.2, 0.3]), np.array([False, True, True])) == 1.0

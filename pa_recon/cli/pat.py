@@ -6,6 +6,7 @@ import argparse
 import os
 import warnings
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -38,7 +39,7 @@ from pa_recon.data.hdf5io import (
 from pa_recon.data.ipasc import import_ipasc
 from pa_recon.data.phantoms import downsample
 from pa_recon.errors import PAReconError
-from pa_recon.physics import Grid, MeasurementSimulator, estimate_noise_sigma
+from pa_recon.physics import Grid, LinearArray, MeasurementSimulator, estimate_noise_sigma
 from pa_recon.recon import METHODS, method_names, method_settings, needs_prior, parse_method
 from pa_recon.report import (
     add_paired_gains,
@@ -111,11 +112,14 @@ def cmd_simulate(args: argparse.Namespace) -> None:
 
 def cmd_import_ipasc(args: argparse.Namespace) -> None:
     """Convert an IPASC (PACFISH) file from a linear array into the measurement layout on the params grid."""
-    grid, _ = geometry_from_params(args.params)
+    grid, params_array = geometry_from_params(args.params)
     data, array = import_ipasc(args.ipasc, grid=grid.to_dict(), wavelength_index=args.wavelength,
                                sound_speed=args.sound_speed)
+    # IPASC files carry no sensor band; the params' one tells where in the spectrum the data hold only noise.
+    band = replace(LinearArray.from_dict(array), center_frequency=params_array.center_frequency,
+                   fractional_bandwidth=params_array.fractional_bandwidth)
     sigma = (np.full(data.shape[0], args.noise_sigma) if args.noise_sigma is not None
-             else estimate_noise_sigma(torch.as_tensor(data, dtype=torch.float64)).numpy())
+             else estimate_noise_sigma(torch.as_tensor(data, dtype=torch.float64), band).numpy())
     write_measurements(args.out, data, array, grid.to_dict(), sigma, attrs={"source_ipasc": Path(args.ipasc).name})
 
 

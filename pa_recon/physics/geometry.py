@@ -15,12 +15,42 @@ Conventions (the only place they are written down):
 
 from __future__ import annotations
 
+import math
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from pa_recon.errors import PAReconError
+
+
+def _count(value: object, field: str, what: str, minimum: int = 1) -> int:
+    """``value`` as a Python ``int`` if it is an integer (a Python or numpy integer, not a bool) of at least
+    ``minimum``; else a :class:`PAReconError` naming ``field``. Floats are refused, never truncated."""
+    try:
+        if isinstance(value, bool | np.bool_):
+            raise TypeError
+        count = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise PAReconError(f"{what} must be an integer, got {value!r}", field=field) from None
+    if count < minimum:
+        raise PAReconError(f"{what} must be >= {minimum}, got {count}", field=field)
+    return count
+
+
+def _number(value: object, field: str, what: str) -> float:
+    """``value`` as a finite Python ``float`` (not a string or a bool); else a :class:`PAReconError` naming
+    ``field``."""
+    try:
+        if isinstance(value, str | bytes | bool | np.bool_):
+            raise TypeError
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise PAReconError(f"{what} must be a number, got {value!r}", field=field) from None
+    if not math.isfinite(number):
+        raise PAReconError(f"{what} must be finite, got {number}", field=field)
+    return number
 
 
 @dataclass(frozen=True)
@@ -32,10 +62,13 @@ class Grid:
     dx: float
 
     def __post_init__(self) -> None:
-        if self.nx < 1 or self.nz < 1:
-            raise PAReconError(f"grid must have at least one pixel, got nz={self.nz}, nx={self.nx}", field="grid")
-        if not self.dx > 0:
-            raise PAReconError(f"pixel size dx must be positive, got {self.dx}", field="grid.dx")
+        # Sizes are integers (numpy integers are stored as ``int``); dx is a finite positive float.
+        for name in ("nx", "nz"):
+            object.__setattr__(self, name, _count(getattr(self, name), f"grid.{name}", f"grid size {name}"))
+        dx = _number(self.dx, "grid.dx", "pixel size dx")
+        if not dx > 0:
+            raise PAReconError(f"pixel size dx must be positive, got {dx}", field="grid.dx")
+        object.__setattr__(self, "dx", dx)
 
     def x(self) -> np.ndarray:
         """Lateral pixel-centre coordinates, shape ``(nx,)``, metres."""
@@ -47,8 +80,7 @@ class Grid:
 
     def refined(self, factor: int) -> Grid:
         """The grid with each pixel split into ``factor × factor`` pixels over the same field of view."""
-        if factor < 1:
-            raise PAReconError(f"refinement factor must be >= 1, got {factor}", field="factor")
+        factor = _count(factor, "factor", "refinement factor")
         return Grid(nx=self.nx * factor, nz=self.nz * factor, dx=self.dx / factor)
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,8 +89,9 @@ class Grid:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Grid:
-        """Inverse of :meth:`to_dict`."""
-        return cls(nx=int(d["nx"]), nz=int(d["nz"]), dx=float(d["dx"]))
+        """Inverse of :meth:`to_dict`. Values are checked as in the constructor (a size of 64.5 is refused,
+        not truncated)."""
+        return cls(nx=d["nx"], nz=d["nz"], dx=d["dx"])
 
 
 @dataclass(frozen=True)
@@ -83,29 +116,46 @@ class LinearArray:
     _positions: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        pos = np.asarray(self.element_x, dtype=np.float64).reshape(-1)
+        try:
+            pos = np.asarray(self.element_x, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise PAReconError(f"element positions must be numbers, got {self.element_x!r}",
+                               field="array.element_x") from None
+        if pos.size < 1:
+            raise PAReconError("the array needs at least one element", field="array.element_x")
+        if not np.all(np.isfinite(pos)):
+            raise PAReconError("element positions must be finite", field="array.element_x")
         object.__setattr__(self, "element_x", tuple(float(v) for v in pos))
         object.__setattr__(self, "_positions", pos)
-        checks = [
-            (pos.size >= 1, "the array needs at least one element", "element_x"),
-            (np.all(np.isfinite(pos)), "element positions must be finite", "element_x"),
-            (self.fs > 0, f"sampling rate must be positive, got {self.fs}", "fs"),
-            (self.n_samples >= 1, f"n_samples must be >= 1, got {self.n_samples}", "n_samples"),
-            (self.sound_speed > 0, f"speed of sound must be positive, got {self.sound_speed}", "sound_speed"),
-            (self.t0 >= 0, f"t0 must be >= 0, got {self.t0}", "t0"),
-            (self.element_width >= 0, f"element width must be >= 0, got {self.element_width}", "element_width"),
-            (self.fractional_bandwidth > 0, "fractional bandwidth must be positive", "fractional_bandwidth"),
-            (self.center_frequency is None or self.center_frequency > 0, "centre frequency must be positive",
-             "center_frequency"),
+        object.__setattr__(self, "n_samples", _count(self.n_samples, "array.n_samples", "n_samples"))
+        # Every physical value must be a finite number; (name, description, lower bound, bound inclusive).
+        numbers = [
+            ("fs", "sampling rate", 0.0, False),
+            ("sound_speed", "speed of sound", 0.0, False),
+            ("t0", "t0", 0.0, True),
+            ("z_array", "z_array", None, True),
+            ("element_width", "element width", 0.0, True),
+            ("fractional_bandwidth", "fractional bandwidth", 0.0, False),
+            ("center_frequency", "centre frequency", 0.0, False),
         ]
-        for ok, message, name in checks:
-            if not ok:
-                raise PAReconError(message, field=f"array.{name}")
+        for name, what, bound, inclusive in numbers:
+            value = getattr(self, name)
+            if name == "center_frequency" and value is None:
+                continue
+            value = _number(value, f"array.{name}", what)
+            if bound is not None and not (value >= bound if inclusive else value > bound):
+                rule = f">= {bound:g}" if inclusive else "positive"
+                raise PAReconError(f"{what} must be {rule}, got {value}", field=f"array.{name}")
+            object.__setattr__(self, name, value)
 
     @classmethod
     def uniform(cls, n_elements: int, pitch: float, **kwargs: Any) -> LinearArray:
         """``n_elements`` elements at ``pitch`` metres, centred on x = 0 (so they sit on pixel centres when
         ``pitch`` equals the grid's ``dx`` and the counts match)."""
+        n_elements = _count(n_elements, "array.n_elements", "n_elements")
+        pitch = _number(pitch, "array.pitch", "pitch")
+        if not pitch > 0:
+            raise PAReconError(f"pitch must be positive, got {pitch}", field="array.pitch")
         x = (np.arange(n_elements) - (n_elements - 1) / 2) * pitch
         return cls(element_x=tuple(x), **kwargs)
 
@@ -147,16 +197,19 @@ class LinearArray:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LinearArray:
-        """Inverse of :meth:`to_dict`."""
-        fc = float(d.get("center_frequency", 0.0) or 0.0)
+        """Inverse of :meth:`to_dict`. Values are checked as in the constructor (a count of 20.5 is refused, not
+        truncated); ``center_frequency`` 0 or None stands for an ideal sensor."""
+        fc = d.get("center_frequency", 0.0)
+        if fc is not None and _number(fc, "array.center_frequency", "centre frequency") == 0:
+            fc = None
         return cls(
-            element_x=tuple(np.asarray(d["element_x"], dtype=np.float64).reshape(-1)),
-            fs=float(d["fs"]),
-            n_samples=int(d["n_samples"]),
-            sound_speed=float(d.get("sound_speed", 1500.0)),
-            t0=float(d.get("t0", 0.0)),
-            z_array=float(d.get("z_array", 0.0)),
-            element_width=float(d.get("element_width", 0.0)),
-            center_frequency=fc if fc > 0 else None,
-            fractional_bandwidth=float(d.get("fractional_bandwidth", 0.8)),
+            element_x=d["element_x"],
+            fs=d["fs"],
+            n_samples=d["n_samples"],
+            sound_speed=d.get("sound_speed", 1500.0),
+            t0=d.get("t0", 0.0),
+            z_array=d.get("z_array", 0.0),
+            element_width=d.get("element_width", 0.0),
+            center_frequency=fc,
+            fractional_bandwidth=d.get("fractional_bandwidth", 0.8),
         )

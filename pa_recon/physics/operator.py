@@ -94,11 +94,56 @@ def build_matrices(
     return lateral, kernel, elements
 
 
+_CASTS = {torch.float32: ".float()", torch.float64: ".double()", torch.float16: ".half()",
+          torch.bfloat16: ".bfloat16()"}
+
+
+def _cast_hint(dtype: torch.dtype) -> str:
+    return _CASTS.get(dtype, f".to({dtype})")
+
+
+def _check_settings(grid: object, array: object, dtype: object, margin_px: object) -> None:
+    """Refuse constructor arguments of the wrong kind, each naming its argument."""
+    if not isinstance(grid, Grid):
+        raise PAReconError(f"expected a Grid, got {type(grid).__name__}", field="grid")
+    if not isinstance(array, LinearArray):
+        raise PAReconError(f"expected a LinearArray, got {type(array).__name__}", field="array")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise PAReconError(f"expected a real floating torch dtype (torch.float32 or torch.float64), got {dtype!r}",
+                           field="dtype")
+    if isinstance(margin_px, bool) or not isinstance(margin_px, int | np.integer) or margin_px < 0:
+        raise PAReconError(f"must be an integer >= 0, got {margin_px!r}", field="margin_px")
+
+
+def check_device(device: torch.device | str | None, field: str = "device") -> torch.device | None:
+    """``device`` as a :class:`torch.device` (``None`` stays ``None``), refusing (naming ``field``) a name torch
+    does not know or an accelerator this machine lacks."""
+    if device is None:
+        return None
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise PAReconError(f"not a torch device: {device!r}", field=field) from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PAReconError("CUDA was asked for but is not available (use device='cpu')", field=field)
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise PAReconError(f"CUDA device {resolved.index} was asked for but only {torch.cuda.device_count()} "
+                               "are available", field=field)
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise PAReconError("MPS was asked for but is not available (use device='cpu')", field=field)
+    return resolved
+
+
 class PATOperator(torch.nn.Module):
     """Limited-view PAT forward operator ``A``: ``(B, 1, nz, nx)`` initial pressure → ``(B, n_el, n_samples)``.
 
     ``op(p0)`` applies ``A``; ``op.adjoint(y)`` applies ``Aᵀ`` exactly. Batched, differentiable, any float
     dtype and device (move with ``.to``). Both directions cost three matrix products.
+
+    Inputs must be torch tensors of the operator's own dtype and device; nothing is cast silently (a float64
+    numpy phantom needs ``dtype=torch.float64`` here, or ``torch.as_tensor(p0).float()``). A wrong type, dtype,
+    device or shape is a :class:`~pa_recon.errors.PAReconError` naming ``p0`` or ``y``.
     """
 
     lateral: torch.Tensor
@@ -113,6 +158,8 @@ class PATOperator(torch.nn.Module):
         device: torch.device | str | None = None,
         margin_px: int = DEFAULT_MARGIN_PX,
     ) -> None:
+        _check_settings(grid, array, dtype, margin_px)
+        device = check_device(device)
         super().__init__()
         self.grid = grid
         self.array = array
@@ -130,10 +177,25 @@ class PATOperator(torch.nn.Module):
         """``(n_elements, n_samples)``."""
         return (self.array.n_elements, self.array.n_samples)
 
-    def _check(self, t: torch.Tensor, shape: tuple[int, ...], what: str) -> None:
+    def _check(self, t: object, shape: tuple[int, ...], what: str) -> None:
+        """Refuse (naming ``what``) anything but a floating tensor of the given shape and the operator's dtype and
+        device, before torch would fail inside a matrix product."""
+        if not isinstance(t, torch.Tensor):
+            raise PAReconError(f"expected a torch tensor, got {type(t).__name__} (convert with torch.as_tensor)",
+                               field=what)
+        if not t.is_floating_point():
+            raise PAReconError(f"expected a floating-point tensor, got {t.dtype}", field=what)
         if t.ndim != len(shape) + 1 or tuple(t.shape[1:]) != shape:
             raise PAReconError(f"expected shape (batch, {', '.join(map(str, shape))}), got {tuple(t.shape)}",
                                field=what)
+        dtype, device = self.lateral.dtype, self.lateral.device
+        # Under autocast torch itself casts the matrix products (e.g. bf16 inputs to a float32 operator).
+        if t.dtype != dtype and not torch.is_autocast_enabled(t.device.type):
+            raise PAReconError(f"the operator is {dtype} but {what} is {t.dtype}: build the operator with "
+                               f"dtype={t.dtype}, or cast {what} with {_cast_hint(dtype)}", field=what)
+        if t.device != device:
+            raise PAReconError(f"the operator is on {device} but {what} is on {t.device}: move one of them with "
+                               f".to({str(t.device)!r}) or .to({str(device)!r})", field=what)
 
     def _to_k_major(self, t: torch.Tensor, batch: int, rows: int) -> torch.Tensor:
         """``(B·rows, 2Kx)`` → ``(Kx, 2B, rows)``."""

@@ -7,6 +7,7 @@ then use the coarse-grid operator, so model and data never share a discretisatio
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from pa_recon.errors import PAReconError
@@ -24,13 +25,50 @@ def noise_sigma(clean: torch.Tensor, snr_db: torch.Tensor | float) -> torch.Tens
     return rms / 10 ** (snr / 20)
 
 
-def estimate_noise_sigma(y: torch.Tensor) -> torch.Tensor:
-    """Per-scan white-noise standard deviation of measured data ``y (B, n_el, n_samples)``, ``(B,)``.
+#: Sensor response amplitude (relative to its peak) below which a frequency counts as out of band.
+OUT_OF_BAND_RESPONSE = 1e-4
+#: Fewest out-of-band spectral bins per scan (over all elements) for the spectral estimate; with fewer, the
+#: second-difference estimate is used. The median of n exponential bins estimates σ to about 0.72/√n
+#: (18 % at 16 bins), still far better than the second-difference bias on band-limited data.
+MIN_OUT_OF_BAND_BINS = 16
 
-    Uses the median absolute deviation of second differences along time: a signal well sampled below the
-    Nyquist rate contributes little to them, while white noise of variance σ² gives second differences of
-    variance 6σ² (so MAD·1.4826/√6 estimates σ). Signal content near the Nyquist rate biases it upwards.
+
+def estimate_noise_sigma(y: torch.Tensor, array: LinearArray | None = None) -> torch.Tensor:
+    """Per-scan white-noise standard deviation of measured data ``y (B, n_el, n_samples)``, ``(B,)``, in the units
+    of ``y``.
+
+    With a band-limited ``array`` (``center_frequency`` set), σ comes from the part of the spectrum above the
+    sensor's band, where ``array.frequency_response`` is below ``OUT_OF_BAND_RESPONSE`` and the data are noise
+    only. Each trace is multiplied by a periodic Hann window ``w`` (whose side lobes keep the in-band signal out
+    of those bins) and Fourier transformed along time at the array's sampling rate ``fs`` (Hz; the trace length
+    is ``y``'s). For white noise each bin ``Y_k`` is complex Gaussian with ``E|Y_k|² = σ²·Σw²``, so
+    ``|Y_k|²`` is exponential and its median is ``ln 2·σ²·Σw²``; σ is estimated from the median over the
+    selected bins of all elements of a scan. The Nyquist bin (real) and its neighbour (not circular under the
+    Hann window) are excluded.
+
+    Without a band limit (``array`` None or an ideal sensor), or with fewer than ``MIN_OUT_OF_BAND_BINS``
+    out-of-band bins per scan, the median absolute deviation of second differences along time is used: a
+    signal well sampled below the Nyquist rate contributes little to them, while white noise of variance σ²
+    gives second differences of variance 6σ² (so MAD·1.4826/√6 estimates σ). Signal content near the Nyquist
+    rate biases it upwards: about 2× at 26 dB SNR and 5–11× at 40 dB on data through a 3.5 MHz band (fractional
+    bandwidth 0.8) sampled at 30 MHz.
     """
+    if y.ndim != 3 or y.shape[2] < 3:
+        raise PAReconError(f"expected data of shape (batch, n_elements, n_samples >= 3), got {tuple(y.shape)}",
+                           field="y")
+    n = y.shape[2]
+    if array is not None and array.center_frequency is not None:
+        f = np.fft.rfftfreq(n, d=1 / array.fs)
+        k = np.arange(f.size)
+        # Above the band only (the Gaussian response is also nonzero near 0 Hz); for a periodic Hann window,
+        # E[Y_k²] vanishes unless 2k is within 2 bins of 0 or n, so k <= (n - 3) // 2 keeps circular bins.
+        above_band = (f > array.center_frequency) & (array.frequency_response(f) < OUT_OF_BAND_RESPONSE)
+        keep = above_band & (k <= (n - 3) // 2)
+        if keep.sum() * y.shape[1] >= MIN_OUT_OF_BAND_BINS:
+            window = torch.hann_window(n, periodic=True, dtype=y.dtype, device=y.device)
+            spectrum = torch.fft.rfft(y * window, dim=2)[:, :, torch.as_tensor(keep, device=y.device)]
+            power = spectrum.abs().pow(2).reshape(y.shape[0], -1).median(dim=1).values
+            return (power / (np.log(2) * window.pow(2).sum())).sqrt()
     diffs = torch.diff(y, n=2, dim=2).reshape(y.shape[0], -1)
     mad = (diffs - diffs.median(dim=1, keepdim=True).values).abs().median(dim=1).values
     return mad * 1.4826 / 6**0.5

@@ -18,6 +18,7 @@ import torch
 
 from pa_recon.errors import PAReconError
 from pa_recon.physics.geometry import Grid, LinearArray
+from pa_recon.physics.operator import check_device
 from pa_recon.priors.prior import FlowPrior
 from pa_recon.train import load_checkpoint, save_checkpoint
 
@@ -42,6 +43,7 @@ def load_prior(path: str | os.PathLike[str], map_location: str | torch.device = 
     Raises :class:`PAReconError` naming the file when it is missing, unreadable, not a prior (e.g. a trainer's
     ``last.pt``) or inconsistent with the settings it holds.
     """
+    check_device(map_location, field="map_location")
     state = load_checkpoint(path, map_location)
     if state.get("format") != FORMAT:
         hint = " (a training checkpoint: use the prior.pt written next to it)" if "optimizer" in state else ""
@@ -88,7 +90,8 @@ def check_geometry(prior: FlowPrior, grid: Grid, array: LinearArray | None, *, a
     """
     fatal, tolerable = geometry_differences(prior, grid, array)
     if fatal or (tolerable and not allow_mismatch):
-        remedy = "retrain the prior for this grid" if fatal else f"retrain the prior or pass {MISMATCH_FLAG}"
+        remedy = ("retrain the prior for this grid" if fatal
+                  else f"retrain the prior or pass {MISMATCH_FLAG} (allow_mismatch=True in Python)")
         raise PAReconError(f"the prior was trained for another geometry: {'; '.join(fatal + tolerable)}; {remedy}",
                            file=prior.source, field="geometry")
     if tolerable:

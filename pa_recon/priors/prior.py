@@ -179,6 +179,11 @@ class FlowPrior(nn.Module):
         if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
             raise PAReconError(f"expected images of shape (B, {', '.join(map(str, self.image_shape))}), "
                                f"got {tuple(x.shape)}", field="x")
+        ref = next(self.parameters())
+        if (x.dtype, x.device) != (ref.dtype, ref.device):
+            raise PAReconError(f"{x.dtype} images on {x.device} for a {ref.dtype} prior on {ref.device}; move one "
+                               "to the other's dtype and device (e.g. prior.to(x.dtype) or x.to(torch.float32))",
+                               field="x")
 
     # -------------------------------------------------------------------------------------------- likelihoods
     def nll(self, x: Tensor, cond: Cond = None) -> Tensor:

@@ -8,6 +8,7 @@ from pa_recon.recon.base import (
     LinearOperator,
     ReconResult,
     batch_dot,
+    check_count,
     check_data,
     check_number,
     initial_image,
@@ -44,7 +45,7 @@ def cgls(
     """
     y = check_data(op, y)
     lam = check_number(lam, "lam")
-    n_iter = int(check_number(n_iter, "n_iter"))
+    n_iter = check_count(n_iter, "n_iter")
     tol = check_number(tol, "tol")
     x = initial_image(op, y, x0)
     aty = op.adjoint(y)

@@ -23,8 +23,8 @@ class MAPResult(NamedTuple):
 
     ``image`` ``(B, *image_shape)``; ``history`` ``(n_done + 1, B)``, the objective (nats) at the start and after
     each step (constant once a scan has stopped; non-finite at the step where a scan diverged); ``stopped`` the
-    reason each scan stopped (one of :data:`~pa_recon.recon.descent.STOP_REASONS`); ``steps`` ``(B,)`` the Adam steps
-    each scan took; ``latents`` the final latents of a latent-space MAP, else ``None``.
+    reason each scan stopped (one of :data:`~pa_recon.recon.descent.STOP_REASONS`); ``steps`` ``(B,)`` the steps
+    each scan took (for L-BFGS its objective evaluations); ``latents`` the final latents of a latent-space MAP, else ``None``.
     """
 
     image: torch.Tensor
@@ -59,4 +59,4 @@ def check_inputs(op: LinearOperator, y: object, sigma: float | torch.Tensor,
                  prior: object) -> tuple[torch.Tensor, torch.Tensor, ImagePrior]:
     """Validated data ``(B, *op.data_shape)``, per-scan noise std ``(B,)`` and prior of a MAP problem."""
     y = check_data(op, y)
-    return y, check_sigma(sigma, y), check_prior(prior)
+    return y, check_sigma(sigma, y), check_prior(prior, op)

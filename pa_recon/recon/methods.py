@@ -19,7 +19,7 @@ import torch
 from pa_recon.errors import PAReconError
 from pa_recon.recon.adam import AdamSettings
 from pa_recon.recon.backprojection import back_projection, check_filter
-from pa_recon.recon.base import LinearOperator, check_count, check_number, require
+from pa_recon.recon.base import LinearOperator, check_count, check_data, check_number, require
 from pa_recon.recon.cgls import cgls
 from pa_recon.recon.descent import STOP_REASONS
 from pa_recon.recon.hallucination import FlagRule, hallucination_map
@@ -37,12 +37,13 @@ PRIOR_KINDS = ("marginal", "conditional")
 
 @dataclass
 class Problem:
-    """Data ``y (B, n_el, n_samples)`` of ``op`` with per-scan noise std ``sigma (B,)``; ``op_norm`` = ‖A‖;
+    """Data ``y (B, n_el, n_samples)`` of ``op`` with per-scan noise std ``sigma (B,)`` (or one number for every
+    scan; 0 where unknown); ``op_norm`` = ‖A‖;
     ``generator``: where random methods draw from (one generator, one per scan, or ``None`` for the global RNG)."""
 
     op: LinearOperator
     y: torch.Tensor
-    sigma: torch.Tensor
+    sigma: torch.Tensor | float
     op_norm: float
     prior: Any = None
     generator: Generators = None
@@ -351,9 +352,19 @@ def reconstruct(method: str, problem: Problem, settings: Mapping[str, Any] | Non
     ``"chi2"`` first (see :class:`MethodOutput`)."""
     full = method_settings(method, settings)
     if REGISTRY[method].prior_kinds and problem.prior is None:
-        raise PAReconError(f"method {method!r} needs a prior (--prior PRIOR.pt)", field="prior")
+        raise PAReconError(f"method {method!r} needs a prior (a prior file, e.g. --prior PRIOR.pt)", field="prior")
+    problem = replace(problem, sigma=_per_scan_sigma(problem))
     out = REGISTRY[method].run(problem, full)
     return replace(out, per_scan={"chi2": _chi_square(problem, out.maps["image"]), **out.per_scan})
+
+
+def _per_scan_sigma(p: Problem) -> torch.Tensor:
+    """``p.sigma`` as ``(B,)`` on the data's dtype and device (σ = 0 stays: χ² is then NaN)."""
+    y = check_data(p.op, p.y)
+    sigma = torch.as_tensor(p.sigma, dtype=y.dtype, device=y.device)
+    require(sigma.ndim == 0 or tuple(sigma.shape) == (y.shape[0],),
+            f"expected a number or shape ({y.shape[0]},), got {tuple(sigma.shape)}", "sigma")
+    return sigma.expand(y.shape[0])
 
 
 @torch.no_grad()

@@ -132,7 +132,7 @@ def posterior_sampling(
     """
     y = check_data(op, y)
     sigma = check_sigma(sigma, y)
-    prior = check_prior(prior, conditional=True)
+    prior = check_prior(prior, op, conditional=True)
     temperature, tol, threshold = check_sampling(n_samples=n_samples, temperature=temperature, chunk=chunk,
                                                  chi2_tol=chi2_tol, presence_threshold=presence_threshold,
                                                  keep=keep, refine=refine)

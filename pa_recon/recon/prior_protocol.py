@@ -33,6 +33,11 @@ class ImagePrior(Protocol):
 
     conditional: bool
 
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """Shape of one image, without the batch axis: ``(1, nz, nx)``."""
+        ...
+
     def condition(self, op: LinearOperator, y: torch.Tensor) -> torch.Tensor | None:
         """The condition ``c`` of data ``y`` ``(B, *op.data_shape)`` (a cheap image made from ``y``); ``None`` for
         a marginal prior."""
@@ -64,13 +69,17 @@ class ImagePrior(Protocol):
         ...
 
 
-def check_prior(prior: object, *, conditional: bool | None = None) -> ImagePrior:
-    """``prior`` as an :class:`ImagePrior`; with ``conditional`` given, it must be (or not be) conditional."""
+def check_prior(prior: object, op: LinearOperator, *, conditional: bool | None = None) -> ImagePrior:
+    """``prior`` as an :class:`ImagePrior` of ``op``'s images; with ``conditional`` given, it must be (or not be)
+    conditional."""
     if not isinstance(prior, ImagePrior):
         raise PAReconError(f"{type(prior).__name__} does not implement the ImagePrior protocol", field="prior")
     if conditional is not None and bool(prior.conditional) != conditional:
         kind = "a conditional" if conditional else "a marginal"
         raise PAReconError(f"this method needs {kind} prior", field="prior")
+    if tuple(prior.image_shape) != tuple(op.image_shape):
+        raise PAReconError(f"the operator's images {tuple(op.image_shape)} are not this prior's "
+                           f"{tuple(prior.image_shape)}: the prior was trained for another grid", field="op")
     return prior
 
 

@@ -11,6 +11,7 @@ from pa_recon.recon.base import (
     LinearOperator,
     ReconResult,
     batch_dot,
+    check_count,
     check_data,
     check_number,
     initial_image,
@@ -85,7 +86,7 @@ def tv_reconstruction(
     """
     y = check_data(op, y)
     lam = check_number(lam, "lam")
-    n_iter = int(check_number(n_iter, "n_iter"))
+    n_iter = check_count(n_iter, "n_iter")
     if op_norm is None:
         op_norm = operator_norm(op, dtype=y.dtype, device=y.device)
     norm_a = check_number(op_norm, "op_norm")

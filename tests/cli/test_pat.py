@@ -291,3 +291,19 @@ def test_shipped_profiles_hold_valid_method_settings(profile):
     for method, overrides in sections.items():
         settings = method_settings(method, overrides)
         assert {key: settings[key] for key in overrides} == overrides
+
+
+def test_import_ipasc_estimates_the_noise_above_the_params_sensor_band(tmp_path):
+    """A strong in-band tone (2 MHz at 20 MHz sampling) plus white noise of std 0.3: the spectrum above the params'
+    2 MHz band holds only the noise, while second differences of the tone would read several times too high."""
+    params = copy.deepcopy(PARAMS)
+    params["geometry"]["array"].update(center_frequency=2e6, fractional_bandwidth=0.5)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    rng = np.random.default_rng(1)
+    t = np.arange(64) / 20e6
+    tone = 10 * np.sin(2 * np.pi * 2e6 * t + rng.uniform(0, 2 * np.pi, (16, 1)))
+    data = (tone[:, :, None, None] + rng.normal(scale=0.3, size=(16, 64, 1, 2)))
+    ipasc = write_pacfish_file(tmp_path / "scan.hdf5", data, line_positions(16, 2e-4), fs=20e6)
+    assert main(["import-ipasc", str(ipasc), "--params", str(path), "--out", str(tmp_path / "meas.h5")]) == 0
+    np.testing.assert_allclose(read_measurements(tmp_path / "meas.h5").noise_sigma, 0.3, rtol=0.15)

@@ -45,18 +45,95 @@ def test_round_trip_through_plain_dicts():
     ("kwargs", "field"),
     [({"fs": 0.0}, "array.fs"), ({"n_samples": 0}, "array.n_samples"), ({"sound_speed": -1.0}, "array.sound_speed"),
      ({"element_width": -1e-4}, "array.element_width"), ({"t0": -1.0}, "array.t0"),
-     ({"center_frequency": -5e6}, "array.center_frequency")],
+     ({"center_frequency": -5e6}, "array.center_frequency"),
+     ({"n_samples": 20.5}, "array.n_samples"), ({"n_samples": 20.0}, "array.n_samples"),
+     ({"n_samples": True}, "array.n_samples"), ({"fs": float("inf")}, "array.fs"), ({"fs": "1e6"}, "array.fs"),
+     ({"fs": None}, "array.fs"), ({"sound_speed": float("nan")}, "array.sound_speed"),
+     ({"t0": float("inf")}, "array.t0"), ({"z_array": float("-inf")}, "array.z_array"),
+     ({"z_array": "0"}, "array.z_array"), ({"element_width": float("inf")}, "array.element_width"),
+     ({"center_frequency": float("inf")}, "array.center_frequency"),
+     ({"fractional_bandwidth": 0.0}, "array.fractional_bandwidth"),
+     ({"fractional_bandwidth": float("nan")}, "array.fractional_bandwidth"),
+     ({"element_x": ()}, "array.element_x"), ({"element_x": (0.0, float("nan"))}, "array.element_x"),
+     ({"element_x": ("a", "b")}, "array.element_x")],
 )
 def test_bad_array_settings_name_the_field(kwargs, field):
+    """The same check whether built directly or from a plain dict (an HDF5 file's attributes)."""
     settings = {"element_x": (0.0, 1e-4), "fs": 1e6, "n_samples": 4} | kwargs
     with pytest.raises(PAReconError) as err:
         LinearArray(**settings)
     assert err.value.field == field
-
-
-@pytest.mark.parametrize(("nx", "nz", "dx", "field"), [
-    (4, 4, 0.0, "grid.dx"), (4, 4, -1e-4, "grid.dx"), (0, 4, 1e-4, "grid"), (4, 0, 1e-4, "grid")])
-def test_bad_grid_names_the_field(nx, nz, dx, field):
     with pytest.raises(PAReconError) as err:
+        LinearArray.from_dict(settings)
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize(("kwargs", "field", "match"), [
+    ({"n_samples": 20.5}, "array.n_samples", "n_samples must be an integer, got 20.5"),
+    ({"n_samples": 0}, "array.n_samples", "n_samples must be >= 1"),
+    ({"fs": float("inf")}, "array.fs", "sampling rate must be finite"),
+    ({"fs": "30e6"}, "array.fs", "sampling rate must be a number, got '30e6'"),
+    ({"fs": -1.0}, "array.fs", "sampling rate must be positive"),
+    ({"t0": -1e-6}, "array.t0", "t0 must be >= 0"),
+    ({"n_elements": 4.5}, "array.n_elements", "n_elements must be an integer, got 4.5"),
+    ({"n_elements": 0}, "array.n_elements", "n_elements must be >= 1"),
+    ({"pitch": 0.0}, "array.pitch", "pitch must be positive"),
+    ({"pitch": float("nan")}, "array.pitch", "pitch must be finite"),
+    ({"pitch": "1e-4"}, "array.pitch", "pitch must be a number")])
+def test_bad_uniform_array_settings_name_the_field(kwargs, field, match):
+    settings = {"n_elements": 4, "pitch": 1e-4, "fs": 30e6, "n_samples": 20} | kwargs
+    with pytest.raises(PAReconError, match=match) as err:
+        LinearArray.uniform(**settings)
+    assert err.value.field == field
+
+
+def test_valid_edge_values_are_still_accepted():
+    """t0 = 0, a negative or zero z_array, point elements, an ideal sensor (None, or 0 in a dict)."""
+    a = LinearArray.uniform(1, 1e-4, fs=30e6, n_samples=1, t0=0.0, z_array=-1e-3, element_width=0.0)
+    assert a.center_frequency is None and a.z_array == -1e-3
+    assert LinearArray.from_dict(a.to_dict()) == a
+    assert LinearArray.from_dict(a.to_dict() | {"center_frequency": None}) == a
+
+
+@pytest.mark.parametrize(("nx", "nz", "dx", "field", "match"), [
+    (4, 4, 0.0, "grid.dx", "must be positive"), (4, 4, -1e-4, "grid.dx", "must be positive"),
+    (0, 4, 1e-4, "grid.nx", "must be >= 1"), (4, 0, 1e-4, "grid.nz", "must be >= 1"),
+    (64.5, 64, 1e-4, "grid.nx", "must be an integer, got 64.5"), (4, 64.0, 1e-4, "grid.nz", "must be an integer"),
+    (True, 4, 1e-4, "grid.nx", "must be an integer, got True"), ("4", 4, 1e-4, "grid.nx", "must be an integer"),
+    (4, 4, float("inf"), "grid.dx", "must be finite"), (4, 4, float("nan"), "grid.dx", "must be finite"),
+    (4, 4, "1e-4", "grid.dx", "must be a number, got '1e-4'"), (4, 4, None, "grid.dx", "must be a number"),
+    (4, 4, True, "grid.dx", "must be a number")])
+def test_bad_grid_names_the_field(nx, nz, dx, field, match):
+    with pytest.raises(PAReconError, match=match) as err:
         Grid(nx=nx, nz=nz, dx=dx)
     assert err.value.field == field
+
+
+@pytest.mark.parametrize(("values", "field", "match"), [
+    ({"nx": 64.5}, "grid.nx", "must be an integer, got 64.5"), ({"nz": 3.9}, "grid.nz", "must be an integer"),
+    ({"dx": "abc"}, "grid.dx", "must be a number"), ({"dx": float("inf")}, "grid.dx", "must be finite")])
+def test_grid_from_dict_refuses_instead_of_truncating(values, field, match):
+    with pytest.raises(PAReconError, match=match) as err:
+        Grid.from_dict({"nx": 4, "nz": 4, "dx": 1e-4} | values)
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize("factor", [1.5, 2.0, 0, True])
+def test_bad_refinement_factor_names_the_field(factor):
+    with pytest.raises(PAReconError, match="refinement factor") as err:
+        Grid(nx=4, nz=4, dx=1e-4).refined(factor)
+    assert err.value.field == "factor"
+
+
+def test_numpy_values_are_accepted_and_stored_as_python_numbers():
+    """HDF5 attributes and numpy arithmetic deliver numpy scalars: they are valid and equal their Python values."""
+    g = Grid(nx=np.int64(3), nz=np.int32(5), dx=np.float64(2e-4))
+    assert g == Grid(nx=3, nz=5, dx=2e-4) and hash(g) == hash(Grid(nx=3, nz=5, dx=2e-4))
+    assert type(g.nx) is int and type(g.nz) is int and type(g.dx) is float
+    assert Grid.from_dict({"nx": np.int64(3), "nz": np.int64(5), "dx": np.float64(2e-4)}) == g
+    a = LinearArray.uniform(np.int64(3), np.float64(2e-4), fs=np.float64(20e6), n_samples=np.int64(7),
+                            center_frequency=np.float32(4e6))
+    assert type(a.n_samples) is int and type(a.fs) is float and a.n_samples == 7
+    d = a.to_dict() | {"n_samples": np.int64(7), "fs": np.float64(20e6), "center_frequency": np.float64(0.0)}
+    assert LinearArray.from_dict(d).center_frequency is None
+    np.testing.assert_array_equal(LinearArray.from_dict(d).positions(), a.positions())

@@ -195,3 +195,87 @@ def test_wrong_shapes_are_rejected(direction, shape, field):
     with pytest.raises(PAReconError) as err:
         getattr(op, direction)(torch.zeros(shape))
     assert err.value.field == field
+
+
+@pytest.mark.parametrize(("direction", "make", "field", "match"), [
+    ("forward", lambda: torch.zeros((2, 1, 12, 16), dtype=torch.float64), "p0",
+     r"operator is torch.float32 but p0 is torch.float64: build the operator with dtype=torch.float64, "
+     r"or cast p0 with \.float\(\)"),
+    ("adjoint", lambda: torch.zeros((2, 10, 48), dtype=torch.float64), "y",
+     r"operator is torch.float32 but y is torch.float64: .*dtype=torch.float64.*\.float\(\)"),
+    ("forward", lambda: np.zeros((2, 1, 12, 16)), "p0", "expected a torch tensor, got ndarray"),
+    ("adjoint", lambda: np.zeros((2, 10, 48)), "y", "expected a torch tensor, got ndarray"),
+    ("forward", lambda: [[[[0.0] * 16] * 12]], "p0", "expected a torch tensor, got list"),
+    ("forward", lambda: torch.zeros((2, 1, 12, 16), dtype=torch.long), "p0", "expected a floating-point tensor"),
+    ("adjoint", lambda: torch.zeros((2, 10, 48), dtype=torch.int32), "y", "expected a floating-point tensor"),
+    ("forward", lambda: torch.zeros((2, 12, 16), dtype=torch.float64), "p0", "expected shape"),
+    ("adjoint", lambda: torch.zeros((1, 9, 48), dtype=torch.float64), "y", "expected shape")])
+def test_wrong_inputs_are_rejected_with_the_fix(direction, make, field, match):
+    op = OPERATORS["ideal-point"](torch.float32)
+    with pytest.raises(PAReconError, match=match) as err:
+        getattr(op, direction)(make())
+    assert err.value.field == field
+
+
+def test_float64_operator_on_float64_input_matches_float32_results():
+    op32, op64 = OPERATORS["ideal-point"](torch.float32), OPERATORS["ideal-point"](torch.float64)
+    p0 = torch.from_numpy(np.random.default_rng(0).random((2, 1, 12, 16)))   # float64, like a numpy phantom
+    y64 = op64(p0)
+    assert y64.dtype == torch.float64
+    y32 = op32(p0.float())
+    torch.testing.assert_close(y32.double(), y64, rtol=1e-4, atol=1e-5 * float(y64.abs().max()))
+    x64 = op64.adjoint(y64)
+    assert x64.dtype == torch.float64
+    torch.testing.assert_close(op32.adjoint(y64.float()).double(), x64, rtol=1e-4,
+                               atol=1e-5 * float(x64.abs().max()))
+
+
+def test_autocast_inputs_still_reach_torch():
+    """Under autocast torch casts the products itself, so a bf16 input to a float32 operator is not refused."""
+    op = OPERATORS["ideal-point"](torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = op(torch.ones((1, 1, 12, 16), dtype=torch.bfloat16))
+    assert y.shape == (1, 10, 48)
+
+
+GRID16 = Grid(nx=16, nz=12, dx=1e-4)
+ARRAY16 = LinearArray.uniform(10, 1.3e-4, fs=30e6, n_samples=48)
+
+
+@pytest.mark.parametrize(("kwargs", "field", "match"), [
+    ({"dtype": torch.int32}, "dtype", "floating torch dtype"),
+    ({"dtype": torch.complex64}, "dtype", "floating torch dtype"),
+    ({"dtype": "float32"}, "dtype", "floating torch dtype"),
+    ({"device": "gpu"}, "device", "not a torch device: 'gpu'"),
+    ({"margin_px": 2.5}, "margin_px", "must be an integer >= 0"),
+    ({"margin_px": -1}, "margin_px", "must be an integer >= 0"),
+    ({"grid": {"nx": 16, "nz": 12, "dx": 1e-4}}, "grid", "expected a Grid, got dict"),
+    ({"array": None}, "array", "expected a LinearArray, got NoneType")])
+def test_bad_operator_settings_name_the_field(kwargs, field, match):
+    settings = {"grid": GRID16, "array": ARRAY16} | kwargs
+    with pytest.raises(PAReconError, match=match) as err:
+        PATOperator(**settings)
+    assert err.value.field == field
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", torch.device("cuda")])
+def test_cuda_on_a_machine_without_it_is_a_clear_error(device, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PAReconError, match="CUDA was asked for but is not available") as err:
+        PATOperator(GRID16, ARRAY16, device=device)
+    assert err.value.field == "device"
+
+
+def test_input_on_another_device_is_a_clear_error():
+    # The meta device stands for any other device (a GPU) on a machine without one.
+    op = PATOperator(GRID16, ARRAY16)
+    with pytest.raises(PAReconError, match="the operator is on cpu but p0 is on meta") as err:
+        op(torch.zeros((1, 1, 12, 16), device="meta"))
+    assert err.value.field == "p0"
+
+
+@pytest.mark.parametrize("device", ["cpu", torch.device("cpu"), None])
+def test_cpu_device_by_name_builds_the_same_operator(device):
+    op, ref = PATOperator(GRID16, ARRAY16, device=device), OPERATORS["ideal-point"](torch.float32)
+    x = torch.ones((1, 1, 12, 16))
+    assert torch.equal(op(x), ref(x))

@@ -48,3 +48,44 @@ def test_noise_estimate_recovers_white_noise_under_a_smooth_signal():
     sigma = torch.tensor([0.05, 0.2], dtype=torch.float64)
     y = signal + sigma[:, None, None] * torch.randn(signal.shape, generator=gen, dtype=torch.float64)
     torch.testing.assert_close(estimate_noise_sigma(y), sigma, rtol=0.05, atol=0)
+
+
+#: The pipeline's sensor band (3.5 MHz, fractional bandwidth 0.8, 30 MHz sampling): out of band above ~10.7 MHz.
+BAND_LIMITED = dict(fs=30e6, center_frequency=3.5e6, fractional_bandwidth=0.8)
+
+
+def test_noise_estimate_of_white_noise_uses_the_bins_above_the_band():
+    array = LinearArray.uniform(64, 1e-4, n_samples=1000, **BAND_LIMITED)
+    sigma = torch.tensor([0.3, 2.0], dtype=torch.float64)
+    noise = torch.randn(2, 64, 1000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(estimate_noise_sigma(sigma[:, None, None] * noise, array), sigma, rtol=0.03, atol=0)
+
+
+def test_noise_estimate_is_not_biased_by_band_limited_signal_near_nyquist():
+    grid = Grid(nx=24, nz=24, dx=1e-4)
+    array = LinearArray.uniform(24, 1e-4, n_samples=128, element_width=1e-4, **BAND_LIMITED)
+    sim = MeasurementSimulator(grid, array, refine=2, dtype=torch.float64)
+    # A pixel-random phantom is broadband, so the sensor passes signal up to its band edge, near Nyquist.
+    p0 = torch.rand(2, 1, 48, 48, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y, sigma = sim.simulate(p0, 40.0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(estimate_noise_sigma(y, array), sigma, rtol=0.15, atol=0)
+    assert torch.all(estimate_noise_sigma(y) > 2 * sigma)  # second differences see the in-band signal
+
+
+def test_noise_estimate_falls_back_to_second_differences_without_out_of_band_bins():
+    y = torch.randn(2, 8, 40, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ideal = LinearArray.uniform(8, 1e-4, fs=30e6, n_samples=40)
+    assert torch.equal(estimate_noise_sigma(y, ideal), estimate_noise_sigma(y))
+    # ARRAY's 5 MHz band reaches past 15 MHz Nyquist: no bin is out of band.
+    assert torch.equal(estimate_noise_sigma(y, ARRAY), estimate_noise_sigma(y))
+    # 4 out-of-band bins per 40-sample trace: one element is too few for a median, eight are enough.
+    banded = LinearArray.uniform(8, 1e-4, n_samples=40, **BAND_LIMITED)
+    assert torch.equal(estimate_noise_sigma(y[:, :1], banded), estimate_noise_sigma(y[:, :1]))
+    assert not torch.equal(estimate_noise_sigma(y, banded), estimate_noise_sigma(y))
+
+
+@pytest.mark.parametrize("shape", [(8, 40), (1, 1, 8, 40), (1, 8, 2)])
+def test_noise_estimate_rejects_data_that_are_not_scans_of_traces(shape):
+    with pytest.raises(PAReconError) as err:
+        estimate_noise_sigma(torch.zeros(shape), ARRAY)
+    assert err.value.field == "y"

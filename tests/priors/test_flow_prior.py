@@ -181,8 +181,12 @@ def test_flow_settings_a_prior_cannot_use_are_rejected(override, field):
 
 
 def test_implements_the_recon_layers_prior_protocol():
+    op = PATOperator(GRID4, ARRAY8, dtype=torch.float64)
     for kind in KINDS:
-        assert check_prior(make_prior(kind), conditional=kind == "conditional")
+        assert check_prior(make_prior(kind), op, conditional=kind == "conditional")
+    with pytest.raises(PAReconError, match="trained for another grid") as err:
+        check_prior(make_prior("marginal"), PATOperator(GRID8, ARRAY8))
+    assert err.value.field == "op"
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -202,4 +206,12 @@ def test_compiled_passes_give_the_eager_values_gradients_and_errors(kind):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
     with pytest.raises(PAReconError, match="images of shape"):
         compiled.nll(images(3, grid=GRID8), cond)
-    assert check_prior(compiled, conditional=kind == "conditional")
+    assert check_prior(compiled, PATOperator(GRID4, ARRAY8), conditional=kind == "conditional")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_images_of_another_dtype_are_named(kind):
+    prior = make_prior(kind)  # float64
+    with pytest.raises(PAReconError, match="torch.float32 images on cpu for a torch.float64 prior on cpu") as err:
+        prior.nll(images(2).float(), _cond(prior, 2))
+    assert err.value.field == "x"

@@ -38,6 +38,17 @@ def test_missing_file_is_named(tmp_path: Path):
     assert err.value.file == str(path)
 
 
+@pytest.mark.parametrize(("map_location", "message"), [
+    ("gpu", "not a torch device: 'gpu'"), ("cuda", "CUDA was asked for but is not available")])
+def test_a_device_that_is_not_there_is_named_not_the_file(tmp_path: Path, monkeypatch, map_location, message):
+    path = tmp_path / "prior.pt"
+    save_prior(path, make_prior("marginal"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PAReconError, match=message) as err:
+        load_prior(path, map_location=map_location)
+    assert err.value.field == "map_location" and err.value.file is None
+
+
 def test_corrupt_file_is_named(tmp_path: Path):
     path = tmp_path / "prior.pt"
     save_prior(path, make_prior("marginal", dtype=torch.float32))

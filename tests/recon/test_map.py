@@ -177,10 +177,20 @@ def test_a_scan_whose_objective_turns_nan_keeps_its_last_finite_iterate(dense_op
 def test_the_stand_in_satisfies_the_protocol(dense_op):
     case = gaussian_case(dense_op, [0.1])
     assert isinstance(case.prior, ImagePrior)
-    with pytest.raises(PAReconError, match="prior"):
-        check_prior(object())
-    with pytest.raises(PAReconError, match="conditional"):
-        check_prior(case.prior, conditional=True)
+    with pytest.raises(PAReconError, match="does not implement the ImagePrior protocol"):
+        check_prior(object(), dense_op)
+    with pytest.raises(PAReconError, match="needs a conditional prior"):
+        check_prior(case.prior, dense_op, conditional=True)
+
+
+def test_a_prior_of_another_grid_is_named_as_such(dense_op):
+    case = gaussian_case(dense_op, [0.1])
+    transposed = type(dense_op)(dense_op.matrix, (1, 5, 4), dense_op.data_shape)
+    for run in (map_image, map_latent):
+        with pytest.raises(PAReconError, match=r"the operator's images \(1, 5, 4\) are not this prior's "
+                                               r"\(1, 4, 5\): the prior was trained for another grid") as err:
+            run(transposed, case.y, case.sigma, case.prior)
+        assert err.value.field == "op"
 
 
 def test_inputs_are_not_mutated(dense_op):

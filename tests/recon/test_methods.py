@@ -1,6 +1,8 @@
 """Methods by name: the same images as the direct calls, and per-scan values checked against brute force (χ²,
 MAP stop reasons and steps, the posterior scan flag on in- and out-of-distribution data)."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from conftest import DenseOperator
@@ -276,3 +278,16 @@ def test_the_prior_kind_check(spec, conditional, message):
     else:
         with pytest.raises(PAReconError, match=message):
             check_prior_kind(parse_method(spec), conditional)
+
+
+def test_one_noise_level_may_stand_for_every_scan(dense_op):
+    case = gaussian_case(dense_op, [0.1, 0.1])
+    problem = Problem(case.op, case.y, case.sigma, 1.0)
+    one_number = reconstruct("cgls", replace(problem, sigma=0.1), {"n_iter": 5})
+    torch.testing.assert_close(one_number.per_scan["chi2"], reconstruct("cgls", problem, {"n_iter": 5}).per_scan["chi2"])
+    with pytest.raises(PAReconError, match=r"expected a number or shape \(2,\)") as err:
+        reconstruct("cgls", replace(problem, sigma=torch.ones(3)))
+    assert err.value.field == "sigma"
+    with pytest.raises(PAReconError, match="expected a torch tensor") as err:
+        reconstruct("bp", replace(problem, y=case.y.numpy()))
+    assert err.value.field == "y"

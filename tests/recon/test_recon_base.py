@@ -89,6 +89,8 @@ def test_bad_start_raises_user_error(dense_problem, name, bad):
     [
         (lambda op, y: cgls(op, y, lam=-1.0), "lam"),
         (lambda op, y: cgls(op, y, lam=0.1, n_iter=-1), "n_iter"),
+        (lambda op, y: cgls(op, y, lam=0.1, n_iter=2.5), "n_iter"),
+        (lambda op, y: tv_reconstruction(op, y, lam=0.1, n_iter=2.5), "n_iter"),
         (lambda op, y: cgls(op, y, lam=0.1, tol=float("nan")), "tol"),
         (lambda op, y: tv_reconstruction(op, y, lam=float("inf")), "lam"),
         (lambda op, y: tv_reconstruction(op, y, lam=0.1, step=0.0), "step"),
