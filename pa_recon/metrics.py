@@ -12,13 +12,12 @@ an array ``(B,)`` gives one range per image.
 
 from __future__ import annotations
 
-from numbers import Integral, Real
-
 import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.stats import rankdata, t as student_t
 
+from pa_recon.checks import check_count, check_number
 from pa_recon.errors import PAReconError
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -161,8 +160,7 @@ def calibration_bins(mean: ArrayLike, std: ArrayLike, truth: ArrayLike, n_bins: 
     """
     m, s, t, n = _uncertainty_inputs(mean, std, truth, n_samples)
     n_pixels = s[0].size
-    if not (isinstance(n_bins, Integral) and not isinstance(n_bins, bool) and 1 <= n_bins <= n_pixels):
-        raise PAReconError(f"must be an integer in [1, {n_pixels}], got {n_bins}", field="n_bins")
+    n_bins = check_count(n_bins, "n_bins", minimum=1, maximum=n_pixels)
     var, err2 = (s**2 * (1 + 1 / n)).reshape(len(s), -1), ((m - t) ** 2).reshape(len(s), -1)
     order = np.argsort(var, axis=1, kind="stable")
     var, err2 = np.take_along_axis(var, order, 1), np.take_along_axis(err2, order, 1)
@@ -190,8 +188,7 @@ def interval_coverage(mean: ArrayLike, std: ArrayLike, truth: ArrayLike, level: 
     quantiles, so it needs no stored samples.
     """
     m, s, t, n = _uncertainty_inputs(mean, std, truth, n_samples)
-    if not (isinstance(level, Real) and not isinstance(level, bool) and 0 < level < 1):
-        raise PAReconError(f"must be in (0, 1), got {level}", field="level")
+    level = check_number(level, "level", above=0, below=1)
     q = student_t.ppf((1 + level) / 2, n - 1) * np.sqrt(1 + 1 / n)
     return (np.abs(t - m) <= q * s).mean(axis=(1, 2))
 

@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pa_recon.bench.runs import count_parameters, device_of, median_seconds
+from pa_recon.checks import check_count
 from pa_recon.data.cifar import load_cifar10
 from pa_recon.data.mnist import load_mnist
 from pa_recon.errors import PAReconError
@@ -166,12 +167,6 @@ def _subnet(values: Any, override: SubnetConfig | None, field: str) -> SubnetCon
         raise PAReconError(str(err), field=field) from None
 
 
-def _count(value: Any, field: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise PAReconError(f"expected a positive integer, got {value!r}", field=field)
-    return value
-
-
 def _layer(entry: Any, shape: Shape, override: SubnetConfig | None, bound: float, cond: int,
            field: str) -> tuple[list[nn.Module], Shape]:
     """The modules of one ``layers`` entry at input shape (C, H, W), and the shape after them; ``cond``: condition
@@ -197,7 +192,7 @@ def _layer(entry: Any, shape: Shape, override: SubnetConfig | None, bound: float
             raise PAReconError(f"split prior must be standard or conditional, got {entry['split']!r}", field=field)
         split = Split(c, entry["split"], cond, subnet)
         return [split], (split.n_kept, h, w)
-    n = _count(entry[kind], f"{field}.{kind}")
+    n = check_count(entry[kind], f"{field}.{kind}", minimum=1)
     for option in ("actnorm", "packed"):
         if not isinstance(entry.get(option, False), bool):
             raise PAReconError(f"expected true or false, got {entry[option]!r}", field=f"{field}.{option}")
@@ -223,7 +218,8 @@ def _condition(values: Any) -> tuple[int, int, Any]:
                                                                                           "subnet"}:
         raise PAReconError(f"expected {{classes: n, features: n, subnet: … (optional)}}, got {values!r}",
                            field="condition")
-    return (_count(values["classes"], "condition.classes"), _count(values["features"], "condition.features"),
+    return (check_count(values["classes"], "condition.classes", minimum=1),
+            check_count(values["features"], "condition.features", minimum=1),
             values.get("subnet"))
 
 
@@ -249,9 +245,9 @@ def build_image_flow(layout: Mapping[str, Any], shape: Shape, subnet: SubnetConf
         dequantizer = UniformDequantization(n_bits)
     else:
         dequantizer = VariationalDequantization(
-            shape[0], n_bits, _count(dequant.get("steps", 4), "dequantization.steps"),
+            shape[0], n_bits, check_count(dequant.get("steps", 4), "dequantization.steps", minimum=1),
             _subnet(dequant.get("subnet"), subnet, "dequantization.subnet"),
-            _count(dequant.get("features", 16), "dequantization.features"))
+            check_count(dequant.get("features", 16), "dequantization.features", minimum=1))
     modules: list[nn.Module] = []
     alpha = layout.get("logit_alpha", 1e-5)
     if alpha is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import math
 import os
 import re
 import warnings
@@ -19,10 +18,10 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from pa_recon.checks import check_count, check_number
 from pa_recon.data.families import family_vessels, make_phantoms
 from pa_recon.errors import PAReconError
 from pa_recon.physics import Grid, LinearArray
-from pa_recon.recon.base import check_count
 
 T = TypeVar("T")
 
@@ -102,10 +101,7 @@ def benchmark_profile(path: str | Path, required: Sequence[str], profile_require
         evaluated = evaluation(profile.get("eval") or {})
     threads = profile.get("cpu_threads")
     if threads is not None:
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise PAReconError(f"must be a positive integer, got {threads!r}", file=path,
-                               field=f"profiles.{name}.cpu_threads")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(check_count(threads, f"profiles.{name}.cpu_threads", minimum=1, file=path))
     return bench, name, profile, evaluated
 
 
@@ -136,25 +132,6 @@ def params_key(file: str | Path, key: str) -> Iterator[None]:
         raise err.under(key, file) from None
 
 
-def count_setting(value: object, *, file: str | Path, field: str, minimum: int = 0) -> int:
-    """``value`` if it is an integer (not a bool) of at least ``minimum``; else a :class:`PAReconError` naming the
-    params key ``field`` in ``file``."""
-    try:
-        return check_count(value, field, minimum=minimum)
-    except PAReconError as err:
-        raise PAReconError(err.message, file=file, field=field) from None
-
-
-def number_setting(value: object, *, file: str | Path, field: str) -> float:
-    """``value`` as a float if it is a finite number (an int or a float, not a bool or a string); else a
-    :class:`PAReconError` naming the params key ``field``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PAReconError(f"must be a number, got {value!r}", file=file, field=field)
-    if not math.isfinite(value):
-        raise PAReconError(f"must be finite, got {value!r}", file=file, field=field)
-    return float(value)
-
-
 #: Keys of ``geometry.array``: the element count and pitch, and the other fields of :class:`LinearArray`.
 ARRAY_KEYS = ("n_elements", "pitch", *(f.name for f in fields(LinearArray) if f.name != "element_x"))
 #: Keys of ``geometry.grid`` and ``geometry.array`` that are counts; the others are numbers (``center_frequency``
@@ -181,16 +158,16 @@ def _geometry_value(path: str | Path, key: str, value: object) -> float | None:
     ``center_frequency``."""
     name = key.rsplit(".", 1)[-1]
     if name in COUNT_KEYS:
-        return count_setting(value, file=path, field=key, minimum=1)
+        return check_count(value, key, minimum=1, file=path)
     if name == "center_frequency" and value is None:
         return None
-    return number_setting(value, file=path, field=key)
+    return check_number(value, key, file=path)
 
 
 def phantom_settings(path: str | Path) -> tuple[dict[str, Any], int]:
     """The ``phantoms`` section of the params file ``path`` and its ``refine`` (default 2; an integer >= 1)."""
     common = check_keys(load_params(path, "phantoms"), ("refine", "vessel_masks_dir"), file=path, field="phantoms")
-    return common, count_setting(common.get("refine", 2), file=path, field="phantoms.refine", minimum=1)
+    return common, check_count(common.get("refine", 2), "phantoms.refine", minimum=1, file=path)
 
 
 def check_family(path: str | Path, key: str, family: Mapping[str, Any]) -> None:
@@ -198,7 +175,7 @@ def check_family(path: str | Path, key: str, family: Mapping[str, Any]) -> None:
     phantom is made: its ``n`` (>= 1) and ``seed`` where given, its ``source`` and its ``vessels``."""
     for name, minimum in (("n", 1), ("seed", 0)):
         if name in family:
-            count_setting(family[name], file=path, field=f"{key}.{name}", minimum=minimum)
+            check_count(family[name], f"{key}.{name}", minimum=minimum, file=path)
     with params_key(path, key):
         family_vessels(family.get("source", "procedural"), family.get("vessels"))
 

@@ -14,17 +14,16 @@ import numpy as np
 import torch
 
 from pa_recon.batch import ReconJob, reconstruct_file
+from pa_recon.checks import check_count, check_number
 from pa_recon.cli.common import (
     add_device_option,
     batches,
     check_family,
     check_keys,
-    count_setting,
     declare_outputs,
     family_phantoms,
     geometry_from_params,
     load_params,
-    number_setting,
     pick_device,
 )
 from pa_recon.data.hdf5io import (
@@ -85,8 +84,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     snr_db = settings["snr_db"] if isinstance(settings["snr_db"], list) else [settings["snr_db"]]
     if not snr_db:
         raise PAReconError("must be a non-empty list of numbers", file=args.params, field="simulate.snr_db")
-    snrs = [number_setting(snr, file=args.params, field="simulate.snr_db") for snr in snr_db]
-    seed = count_setting(settings.get("seed", 0), file=args.params, field="simulate.seed")
+    snrs = [check_number(snr, "simulate.snr_db", file=args.params) for snr in snr_db]
+    seed = check_count(settings.get("seed", 0), "simulate.seed", file=args.params)
     grid, array = geometry_from_params(args.params)
     phantoms = read_phantoms(args.phantoms)
     fine = Grid.from_dict(phantoms.grid)

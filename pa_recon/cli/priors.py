@@ -6,6 +6,7 @@ import argparse
 
 from torch import Tensor
 
+from pa_recon.checks import check_number
 from pa_recon.cli.common import (
     add_device_option,
     check_family,
@@ -13,7 +14,6 @@ from pa_recon.cli.common import (
     declare_outputs,
     geometry_from_params,
     load_params,
-    number_setting,
     params_key,
     phantom_settings,
     pick_device,
@@ -56,7 +56,7 @@ def cmd_train_prior(args: argparse.Namespace) -> None:
     # Every setting is checked before the training data are made (and kept in --out-dir), which takes minutes on a
     # large profile.
     check_family(args.params, "priors.data", data)
-    alpha = number_setting(settings.get("alpha", 0.05), file=args.params, field="priors.alpha")
+    alpha = check_number(settings.get("alpha", 0.05), "priors.alpha", file=args.params)
     with params_key(args.params, "priors"):
         SoftLogit(alpha)  # checks alpha's range
     with params_key(args.params, f"priors.flow.{args.kind}"):

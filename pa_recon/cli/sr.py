@@ -264,7 +264,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.8, help="0: the deterministic (mean-like) output")
     p.add_argument("--samples", type=int, default=1, help="images to draw at the temperature")
     p.add_argument("--out", required=True, help="folder for the PNGs (<stem>_x<scale>_t<T>_<k>.png)")
-    p.add_argument("--checkpoint", default="pipelines/sr/runs/flow", help="the flow's training folder")
+    p.add_argument("--checkpoint", required=True,
+                   help="the flow's training folder (the pipeline writes pipelines/sr/runs/flow)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random draws")
     add_device_option(p, "where to run the flow")
     p.set_defaults(func=cmd_sr)

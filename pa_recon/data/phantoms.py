@@ -12,7 +12,6 @@ the same-looking vessels on any grid (a 512² phantom downsampled by 4 resembles
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 from scipy.signal import lfilter
 
+from pa_recon.checks import check_count, check_number
 from pa_recon.errors import PAReconError
 
 __all__ = ["VesselParams", "downsample", "vessel_phantom", "vessel_phantoms"]
@@ -96,21 +96,14 @@ class VesselParams:
 
 def _like(value: Any, default: Any, name: str) -> Any:
     """``value`` of the setting ``name`` converted to the type of its ``default``: an int (not a bool), a float
-    (from a finite int or float) or a tuple of as many of them."""
+    (from a finite int or float; numpy ones too) or a tuple of as many of them."""
     if isinstance(default, tuple):
         if not isinstance(value, list | tuple) or len(value) != len(default):
             raise PAReconError(f"must be a list of {len(default)} numbers, got {value!r}", field=name)
         return tuple(_like(v, d, name) for v, d in zip(value, default))
-    integer = isinstance(value, int) and not isinstance(value, bool)
     if isinstance(default, int):
-        if not integer:
-            raise PAReconError(f"must be an integer, got {value!r}", field=name)
-        return value
-    if not (integer or isinstance(value, float)):
-        raise PAReconError(f"must be a number, got {value!r}", field=name)
-    if not math.isfinite(value):
-        raise PAReconError(f"must be finite, got {value!r}", field=name)
-    return float(value)
+        return check_count(value, name, minimum=None)
+    return check_number(value, name)
 
 
 @dataclass

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 from skimage.transform import resize
 
+from pa_recon.checks import check_number
 from pa_recon.errors import PAReconError
 
 __all__ = ["CropParams", "VesselMaskFolder"]
@@ -56,8 +57,7 @@ class VesselMaskFolder:
         self.root = Path(root)
         if split not in ("train", "val", "all"):
             raise PAReconError(f"split must be 'train', 'val' or 'all', got {split!r}", field="split")
-        if not 0 <= val_fraction < 1:
-            raise PAReconError(f"val_fraction must be in [0, 1), got {val_fraction}", field="val_fraction")
+        val_fraction = check_number(val_fraction, "val_fraction", minimum=0, below=1)
         all_files = find_mask_files(self.root)
         train, val = split_files(all_files, val_fraction)
         self.files: list[Path] = {"train": train, "val": val, "all": all_files}[split]

@@ -89,8 +89,10 @@ class AffineCoupling(InvertibleModule):
         super().__init__()
         if mask == "channel" and channels < 2:
             raise PAReconError(f"a channel-mask coupling needs at least 2 channels, got {channels}", field="channels")
-        if mask not in MASKS or parity not in (0, 1) or scale not in ("tanh", "sigmoid"):
-            raise PAReconError(f"bad coupling settings: mask={mask!r}, parity={parity!r}, scale={scale!r}")
+        for field, value, allowed in (("mask", mask, MASKS), ("parity", parity, (0, 1)),
+                                      ("scale", scale, ("tanh", "sigmoid"))):
+            if value not in allowed:
+                raise PAReconError(f"must be one of {', '.join(map(repr, allowed))}, got {value!r}", field=field)
         self.channels, self.mask, self.parity = channels, mask, parity
         self.cond_channels, self.scale, self.scale_bound = cond_channels, scale, scale_bound
         self.cut = channels // 2

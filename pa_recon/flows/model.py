@@ -89,7 +89,8 @@ class Flow(nn.Module):
         self.scales, self.n_downsamples = module_scales(modules)
         self.cond_scales = conditional_scales(modules, prior)
         if encoder is not None and list(encoder.scales) != self.cond_scales:
-            raise ValueError(f"encoder scales {list(encoder.scales)} differ from the flow's {self.cond_scales}")
+            raise PAReconError(f"scales {list(encoder.scales)} differ from the flow's {self.cond_scales}",
+                               field="encoder")
         self.latent_shapes = self._latent_shapes(self.input_shape)
         self.register_buffer("_ref", torch.zeros(()), persistent=False)  # dtype/device for sampling
 
@@ -105,7 +106,7 @@ class Flow(nn.Module):
             else:
                 shape = m.out_shape(shape)
         if shape[0] != self.prior.channels:
-            raise ValueError(f"the prior has {self.prior.channels} channels, the flow ends with {shape[0]}")
+            raise PAReconError(f"has {self.prior.channels} channels, the flow ends with {shape[0]}", field="prior")
         return [*shapes, shape]
 
     # ----------------------------------------------------------------------------------------------------- inputs

@@ -15,42 +15,13 @@ Conventions (the only place they are written down):
 
 from __future__ import annotations
 
-import math
-import operator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from pa_recon.checks import check_count, check_number
 from pa_recon.errors import PAReconError
-
-
-def _count(value: object, field: str, what: str, minimum: int = 1) -> int:
-    """``value`` as a Python ``int`` if it is an integer (a Python or numpy integer, not a bool) of at least
-    ``minimum``; else a :class:`PAReconError` naming ``field``. Floats are refused, never truncated."""
-    try:
-        if isinstance(value, bool | np.bool_):
-            raise TypeError
-        count = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise PAReconError(f"{what} must be an integer, got {value!r}", field=field) from None
-    if count < minimum:
-        raise PAReconError(f"{what} must be >= {minimum}, got {count}", field=field)
-    return count
-
-
-def _number(value: object, field: str, what: str) -> float:
-    """``value`` as a finite Python ``float`` (not a string or a bool); else a :class:`PAReconError` naming
-    ``field``."""
-    try:
-        if isinstance(value, str | bytes | bool | np.bool_):
-            raise TypeError
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise PAReconError(f"{what} must be a number, got {value!r}", field=field) from None
-    if not math.isfinite(number):
-        raise PAReconError(f"{what} must be finite, got {number}", field=field)
-    return number
 
 
 @dataclass(frozen=True)
@@ -64,11 +35,8 @@ class Grid:
     def __post_init__(self) -> None:
         # Sizes are integers (numpy integers are stored as ``int``); dx is a finite positive float.
         for name in ("nx", "nz"):
-            object.__setattr__(self, name, _count(getattr(self, name), f"grid.{name}", f"grid size {name}"))
-        dx = _number(self.dx, "grid.dx", "pixel size dx")
-        if not dx > 0:
-            raise PAReconError(f"pixel size dx must be positive, got {dx}", field="grid.dx")
-        object.__setattr__(self, "dx", dx)
+            object.__setattr__(self, name, check_count(getattr(self, name), f"grid.{name}", minimum=1))
+        object.__setattr__(self, "dx", check_number(self.dx, "grid.dx", above=0))
 
     def x(self) -> np.ndarray:
         """Lateral pixel-centre coordinates, shape ``(nx,)``, metres."""
@@ -80,7 +48,7 @@ class Grid:
 
     def refined(self, factor: int) -> Grid:
         """The grid with each pixel split into ``factor × factor`` pixels over the same field of view."""
-        factor = _count(factor, "factor", "refinement factor")
+        factor = check_count(factor, "factor", minimum=1)
         return Grid(nx=self.nx * factor, nz=self.nz * factor, dx=self.dx / factor)
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,35 +95,29 @@ class LinearArray:
             raise PAReconError("element positions must be finite", field="array.element_x")
         object.__setattr__(self, "element_x", tuple(float(v) for v in pos))
         object.__setattr__(self, "_positions", pos)
-        object.__setattr__(self, "n_samples", _count(self.n_samples, "array.n_samples", "n_samples"))
-        # Every physical value must be a finite number; (name, description, lower bound, bound inclusive).
+        object.__setattr__(self, "n_samples", check_count(self.n_samples, "array.n_samples", minimum=1))
+        # Every physical value must be a finite number; (name, lower bound inclusive, lower bound exclusive).
         numbers = [
-            ("fs", "sampling rate", 0.0, False),
-            ("sound_speed", "speed of sound", 0.0, False),
-            ("t0", "t0", 0.0, True),
-            ("z_array", "z_array", None, True),
-            ("element_width", "element width", 0.0, True),
-            ("fractional_bandwidth", "fractional bandwidth", 0.0, False),
-            ("center_frequency", "centre frequency", 0.0, False),
+            ("fs", None, 0.0),
+            ("sound_speed", None, 0.0),
+            ("t0", 0.0, None),
+            ("z_array", None, None),
+            ("element_width", 0.0, None),
+            ("fractional_bandwidth", None, 0.0),
+            ("center_frequency", None, 0.0),
         ]
-        for name, what, bound, inclusive in numbers:
+        for name, minimum, above in numbers:
             value = getattr(self, name)
             if name == "center_frequency" and value is None:
                 continue
-            value = _number(value, f"array.{name}", what)
-            if bound is not None and not (value >= bound if inclusive else value > bound):
-                rule = f">= {bound:g}" if inclusive else "positive"
-                raise PAReconError(f"{what} must be {rule}, got {value}", field=f"array.{name}")
-            object.__setattr__(self, name, value)
+            object.__setattr__(self, name, check_number(value, f"array.{name}", minimum=minimum, above=above))
 
     @classmethod
     def uniform(cls, n_elements: int, pitch: float, **kwargs: Any) -> LinearArray:
         """``n_elements`` elements at ``pitch`` metres, centred on x = 0 (so they sit on pixel centres when
         ``pitch`` equals the grid's ``dx`` and the counts match)."""
-        n_elements = _count(n_elements, "array.n_elements", "n_elements")
-        pitch = _number(pitch, "array.pitch", "pitch")
-        if not pitch > 0:
-            raise PAReconError(f"pitch must be positive, got {pitch}", field="array.pitch")
+        n_elements = check_count(n_elements, "array.n_elements", minimum=1)
+        pitch = check_number(pitch, "array.pitch", above=0)
         x = (np.arange(n_elements) - (n_elements - 1) / 2) * pitch
         return cls(element_x=tuple(x), **kwargs)
 
@@ -200,7 +162,7 @@ class LinearArray:
         """Inverse of :meth:`to_dict`. Values are checked as in the constructor (a count of 20.5 is refused, not
         truncated); ``center_frequency`` 0 or None stands for an ideal sensor."""
         fc = d.get("center_frequency", 0.0)
-        if fc is not None and _number(fc, "array.center_frequency", "centre frequency") == 0:
+        if fc is not None and check_number(fc, "array.center_frequency") == 0:
             fc = None
         return cls(
             element_x=d["element_x"],

@@ -26,6 +26,7 @@ import math
 import numpy as np
 import torch
 
+from pa_recon.checks import check_count
 from pa_recon.errors import PAReconError
 from pa_recon.physics.geometry import Grid, LinearArray
 
@@ -111,8 +112,7 @@ def _check_settings(grid: object, array: object, dtype: object, margin_px: objec
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise PAReconError(f"expected a real floating torch dtype (torch.float32 or torch.float64), got {dtype!r}",
                            field="dtype")
-    if isinstance(margin_px, bool) or not isinstance(margin_px, int | np.integer) or margin_px < 0:
-        raise PAReconError(f"must be an integer >= 0, got {margin_px!r}", field="margin_px")
+    check_count(margin_px, "margin_px")
 
 
 def check_device(device: torch.device | str | None, field: str = "device") -> torch.device | None:

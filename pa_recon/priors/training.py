@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import numbers
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from pa_recon.checks import check_count, check_number
 from pa_recon.data.families import make_phantoms
 from pa_recon.data.phantoms import VesselParams, downsample
 from pa_recon.errors import PAReconError
@@ -67,8 +67,7 @@ def make_training_images(n: int, grid: Grid, *, source: str = "procedural",
     ``source``, ``vessel_params``, ``mask_dir`` and ``split`` select the family as in
     :func:`pa_recon.data.make_phantoms`; image ``i`` depends only on ``(seed, i)``.
     """
-    if refine < 1:
-        raise PAReconError(f"refine must be >= 1, got {refine}", field="refine")
+    refine = check_count(refine, "refine", minimum=1)
     fine_grid = grid.refined(refine)
     vessels = dataclasses.asdict(vessel_params) if isinstance(vessel_params, VesselParams) else vessel_params
     fine = make_phantoms(n, fine_grid.nz, fine_grid.nx, seed, source=source, vessels=vessels, mask_dir=mask_dir,
@@ -89,8 +88,7 @@ def make_training_pairs(n: int, grid: Grid, array: LinearArray, *, source: str =
     ``snr_db_range``. The same arguments give the same pairs.
     """
     lo, hi = check_snr_range(snr_db_range)
-    if batch_size < 1:
-        raise PAReconError(f"batch_size must be >= 1, got {batch_size}", field="batch_size")
+    batch_size = check_count(batch_size, "batch_size", minimum=1)
     x, fine = make_training_images(n, grid, source=source, vessel_params=vessel_params, mask_dir=mask_dir,
                                    split=split, refine=refine, seed=seed)
     simulator = MeasurementSimulator(grid, array, refine=refine, device=device)
@@ -108,17 +106,19 @@ def check_snr_range(snr_db_range: Iterable[float]) -> tuple[float, float]:
     """``snr_db_range`` as a pair ``(lo, hi)`` of finite numbers with ``lo <= hi``; else a :class:`PAReconError`
     naming ``snr_db_range``."""
     pair = list(snr_db_range) if isinstance(snr_db_range, Iterable) and not isinstance(snr_db_range, str) else []
-    finite = all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
-    if not (len(pair) == 2 and finite and pair[0] <= pair[1]):
+    try:
+        values = [check_number(v, "snr_db_range") for v in pair]
+    except PAReconError:
+        values = []  # the message names the whole pair
+    if not (len(values) == 2 and values[0] <= values[1]):
         raise PAReconError(f"must be an increasing pair of finite numbers, got {snr_db_range!r}", field="snr_db_range")
-    return float(pair[0]), float(pair[1])
+    return values[0], values[1]
 
 
 def validation_size(n: int, batch_size: int, val_fraction: float = 0.1) -> int:
     """How many of ``n`` training items :func:`train_prior` holds out for validation (the last ``val_fraction`` of
     them, rounded); a :class:`PAReconError` naming ``n`` when the others do not fill one batch of ``batch_size``."""
-    if not 0 <= val_fraction < 1:
-        raise PAReconError(f"val_fraction must be in [0, 1), got {val_fraction}", field="val_fraction")
+    val_fraction = check_number(val_fraction, "val_fraction", minimum=0, below=1)
     n_val = int(round(val_fraction * n))
     if n - n_val < batch_size:
         raise PAReconError(f"{n} items leave {n - n_val} for training after {n_val} for validation, fewer than one "
@@ -172,8 +172,7 @@ def train_prior(kind: str, flow_config: Mapping[str, Any], train_config: Mapping
     conditional = kind == "conditional"
     if conditional and (y is None or array is None):
         raise PAReconError("a conditional prior is trained on (x, y) pairs of a known array", field="y")
-    if not (math.isfinite(dequant_sigma) and dequant_sigma >= 0):
-        raise PAReconError(f"dequant_sigma must be a finite number >= 0, got {dequant_sigma}", field="dequant_sigma")
+    dequant_sigma = check_number(dequant_sigma, "dequant_sigma", minimum=0)
     n_val = 0 if val is not None else validation_size(x.shape[0], config.batch_size, val_fraction)
     seed_everything(config.seed)
     prior = FlowPrior(flow_config_for(kind, flow_config, grid), grid, array if conditional else None, alpha=alpha)

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pa_recon.recon.base import check_number, per_scan, require
+from pa_recon.checks import check_number
+from pa_recon.recon.base import per_scan
 from pa_recon.recon.descent import LoopState, Objective, StepSettings
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
@@ -22,7 +23,7 @@ class AdamSettings(StepSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(0 < check_number(self.lr_decay, "lr_decay") <= 1, "must be in (0, 1]", "lr_decay")
+        object.__setattr__(self, "lr_decay", check_number(self.lr_decay, "lr_decay", above=0, maximum=1))
 
     def loop(self, objective: Objective, variables: list[torch.Tensor]) -> _AdamLoop:
         """The loop state of these settings for ``objective`` from ``variables`` (copied)."""

@@ -11,6 +11,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 
+from pa_recon.checks import check_number
 from pa_recon.errors import PAReconError
 
 
@@ -76,25 +77,6 @@ def initial_image(op: LinearOperator, y: torch.Tensor, x0: object | None) -> tor
     return x.detach().to(dtype=y.dtype, device=y.device, copy=True)
 
 
-def check_number(value: float, field: str, *, minimum: float = 0.0) -> float:
-    """``value`` as a float, which must be a finite number (not a string or a bool) of at least ``minimum``."""
-    try:
-        if isinstance(value, str | bytes | bool):
-            raise TypeError
-        value = float(value)
-    except (TypeError, ValueError):
-        raise PAReconError(f"expected a number, got {value!r}", field=field) from None
-    require(math.isfinite(value) and value >= minimum, f"must be a finite number >= {minimum}, got {value}", field)
-    return value
-
-
-def check_count(value: object, field: str, *, minimum: int = 0) -> int:
-    """``value``, which must be an integer (not a bool) of at least ``minimum``."""
-    require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
-            f"must be an integer >= {minimum}, got {value!r}", field)
-    return value
-
-
 def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-scan dot product of two ``(B, ...)`` tensors, shape ``(B,)``."""
     return (a * b).flatten(1).sum(1)
@@ -157,5 +139,5 @@ def lam_from_fraction(
     singular direction whose ``σ²`` is below 1 % of the largest. For TV the weight multiplies a sum of image
     differences, so also multiply ``fraction`` by the expected image amplitude (1 for images in [0, 1]).
     """
-    check_number(fraction, "fraction")
+    check_number(fraction, "fraction", minimum=0)
     return fraction * operator_norm(op, n_iter=n_iter, dtype=dtype, device=device) ** 2

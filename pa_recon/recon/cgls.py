@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from pa_recon.checks import check_count, check_number
 from pa_recon.recon.base import (
     LinearOperator,
     ReconResult,
     batch_dot,
-    check_count,
     check_data,
-    check_number,
     initial_image,
     per_scan,
     safe_divide,
@@ -44,9 +43,9 @@ def cgls(
     Each iteration costs one forward and one adjoint.
     """
     y = check_data(op, y)
-    lam = check_number(lam, "lam")
+    lam = check_number(lam, "lam", minimum=0)
     n_iter = check_count(n_iter, "n_iter")
-    tol = check_number(tol, "tol")
+    tol = check_number(tol, "tol", minimum=0)
     x = initial_image(op, y, x0)
     aty = op.adjoint(y)
     stop_at = tol**2 * batch_dot(aty, aty)

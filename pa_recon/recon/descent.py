@@ -28,7 +28,8 @@ from typing import NamedTuple
 import torch
 
 from pa_recon.errors import PAReconError
-from pa_recon.recon.base import LinearOperator, batch_dot, check_count, check_number, per_scan, require
+from pa_recon.checks import check_count, check_number
+from pa_recon.recon.base import LinearOperator, batch_dot, per_scan, require
 
 #: Reason codes of a scan's stop, by the integer each scan carries during the loop.
 STOP_REASONS = ("max_steps", "discrepancy", "diverged", "stalled")
@@ -107,11 +108,11 @@ class StepSettings:
     cuda_graph: bool = True
 
     def __post_init__(self) -> None:
-        check_count(self.steps, "steps")
-        require(check_number(self.lr, "lr") > 0, "must be positive", "lr")
+        object.__setattr__(self, "steps", check_count(self.steps, "steps"))
+        object.__setattr__(self, "lr", check_number(self.lr, "lr", above=0))
         if self.tau is not None:
-            check_number(self.tau, "tau")
-        check_count(self.check_every, "check_every", minimum=1)
+            object.__setattr__(self, "tau", check_number(self.tau, "tau", minimum=0))
+        object.__setattr__(self, "check_every", check_count(self.check_every, "check_every", minimum=1))
         require(isinstance(self.cuda_graph, bool), f"must be true or false, got {self.cuda_graph!r}", "cuda_graph")
 
     def loop(self, objective: Objective, variables: list[torch.Tensor]) -> LoopState:

@@ -30,7 +30,8 @@ import torch
 from scipy import ndimage
 
 from pa_recon.errors import PAReconError
-from pa_recon.recon.base import LinearOperator, check_count, check_number, operator_norm, require
+from pa_recon.checks import check_count, check_number
+from pa_recon.recon.base import LinearOperator, operator_norm, require
 from pa_recon.recon.cgls import cgls
 from pa_recon.recon.posterior import PosteriorResult
 
@@ -55,13 +56,15 @@ class FlagRule:
 
     def __post_init__(self) -> None:
         for name in ("std_scale", "null_scale"):
-            require(check_number(getattr(self, name), name) > 0, "must be positive", name)
-        require(len(self.weights) == 3 and all(0 <= check_number(w, "weights") <= 1 for w in self.weights),
-                "expected three weights in [0, 1]", "weights")
-        require(0 <= check_number(self.threshold, "threshold") <= 1, "must be in [0, 1]", "threshold")
-        check_count(self.min_size, "min_size")
-        check_number(self.null_lam_fraction, "null_lam_fraction")
-        check_count(self.null_iter, "null_iter", minimum=1)
+            object.__setattr__(self, name, check_number(getattr(self, name), name, above=0))
+        require(len(self.weights) == 3, f"expected three weights in [0, 1], got {self.weights!r}", "weights")
+        weights = tuple(check_number(w, "weights", minimum=0, maximum=1) for w in self.weights)
+        object.__setattr__(self, "weights", weights)
+        object.__setattr__(self, "threshold", check_number(self.threshold, "threshold", minimum=0, maximum=1))
+        object.__setattr__(self, "min_size", check_count(self.min_size, "min_size"))
+        object.__setattr__(self, "null_lam_fraction", check_number(self.null_lam_fraction, "null_lam_fraction",
+                                                                   minimum=0))
+        object.__setattr__(self, "null_iter", check_count(self.null_iter, "null_iter", minimum=1))
 
 
 class HallucinationResult(NamedTuple):
@@ -121,7 +124,8 @@ def hallucination_map(
     require(x.shape == posterior.mean.shape, f"estimate {tuple(x.shape)} and posterior mean "
             f"{tuple(posterior.mean.shape)} differ in shape", "estimate")
     w_std, w_presence, w_null = rule.weights
-    norm = operator_norm(op, dtype=x.dtype, device=x.device) if op_norm is None else check_number(op_norm, "op_norm")
+    norm = (operator_norm(op, dtype=x.dtype, device=x.device) if op_norm is None
+            else check_number(op_norm, "op_norm", minimum=0))
     null = null_space_component(op, x, lam=rule.null_lam_fraction * norm**2, n_iter=rule.null_iter)
     # Noisy-OR: the chance that no cue fires is the product of the chances that each does not.
     quiet = 1 - w_std * (posterior.std / rule.std_scale).clamp(max=1)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pa_recon.recon.base import batch_dot, check_count, per_scan
+from pa_recon.checks import check_count
+from pa_recon.recon.base import batch_dot, per_scan
 from pa_recon.recon.descent import LoopState, Objective, StepSettings
 
 #: Armijo's sufficient-decrease constant.
@@ -39,7 +40,7 @@ class LBFGSSettings(StepSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_count(self.memory, "memory", minimum=1)
+        object.__setattr__(self, "memory", check_count(self.memory, "memory", minimum=1))
 
     def loop(self, objective: Objective, variables: list[torch.Tensor]) -> _LBFGSLoop:
         """The loop state of these settings for ``objective`` from ``variables`` (copied)."""

@@ -14,7 +14,8 @@ import torch
 
 from pa_recon.recon.adam import AdamSettings
 from pa_recon.recon.backprojection import back_projection
-from pa_recon.recon.base import LinearOperator, check_number, initial_image, operator_norm, require
+from pa_recon.checks import check_number
+from pa_recon.recon.base import LinearOperator, initial_image, operator_norm, require
 from pa_recon.recon.descent import minimise
 from pa_recon.recon.latent import LATENT_SETTINGS, latent_descent
 from pa_recon.recon.lbfgs import LBFGSSettings
@@ -62,7 +63,7 @@ def map_image(
     :class:`~pa_recon.recon.map_common.MAPResult` (``latents`` is ``None``).
     """
     y, sigma, prior = check_inputs(op, y, sigma, prior)
-    lam = check_number(lam, "lam")
+    lam = check_number(lam, "lam", minimum=0)
     cond = prior_condition(prior, op, y)
     if isinstance(x0, str):
         if check_start(x0) == "auto":

@@ -14,7 +14,8 @@ from typing import NamedTuple
 import torch
 
 from pa_recon.recon.descent import check_sigma
-from pa_recon.recon.base import LinearOperator, batch_dot, check_data, check_number
+from pa_recon.checks import check_number
+from pa_recon.recon.base import LinearOperator, batch_dot, check_data
 from pa_recon.recon.prior_protocol import ImagePrior, check_prior
 
 
@@ -45,7 +46,7 @@ def total_sigma(y: torch.Tensor, sigma: torch.Tensor, model_error: float) -> tor
     """Per-scan std ``(B,)`` of the misfit a likelihood allows: ``√(σ² + (η · rms(y))²)`` for noise std ``σ``
     ``(B,)`` (data units), model error ``η = model_error`` (relative to the RMS of each scan's data ``y``
     ``(B, ...)``, e.g. 0.03 for 3 %); ``η = 0`` returns ``σ``."""
-    eta = check_number(model_error, "model_error")
+    eta = check_number(model_error, "model_error", minimum=0)
     rms = y.pow(2).flatten(1).mean(1).sqrt()
     return torch.sqrt(sigma**2 + (eta * rms) ** 2)
 

@@ -19,7 +19,8 @@ import torch
 from pa_recon.errors import PAReconError
 from pa_recon.recon.adam import AdamSettings
 from pa_recon.recon.backprojection import back_projection, check_filter
-from pa_recon.recon.base import LinearOperator, check_count, check_data, check_number, require
+from pa_recon.checks import check_count, check_number
+from pa_recon.recon.base import LinearOperator, check_data, require
 from pa_recon.recon.cgls import cgls
 from pa_recon.recon.descent import STOP_REASONS
 from pa_recon.recon.hallucination import FlagRule, hallucination_map
@@ -168,7 +169,7 @@ def _check_bool(s: Mapping[str, Any], key: str) -> None:
 
 def _check_numbers(s: Mapping[str, Any], *keys: str) -> None:
     for key in keys:
-        check_number(s[key], key)
+        check_number(s[key], key, minimum=0)
 
 
 def _check_bp(s: Mapping[str, Any]) -> None:
@@ -194,9 +195,9 @@ def _check_map(s: Mapping[str, Any]) -> None:
         require(set(lam) == set(PRIOR_KINDS), f"expected a number or one per kind of prior ({', '.join(PRIOR_KINDS)}), "
                 f"got the keys {sorted(lam)}", "lam")
         for kind in PRIOR_KINDS:
-            check_number(lam[kind], f"lam.{kind}")
+            check_number(lam[kind], f"lam.{kind}", minimum=0)
     else:
-        check_number(lam, "lam")
+        check_number(lam, "lam", minimum=0)
     check_start(s["init"], "init")
     descent_settings(s)
     check_count(s["latent_steps"], "latent_steps")

@@ -33,7 +33,8 @@ import torch
 
 from pa_recon.recon.adam import AdamSettings
 from pa_recon.recon.descent import check_sigma, minimise
-from pa_recon.recon.base import LinearOperator, batch_dot, check_count, check_data, check_number, per_scan, require
+from pa_recon.checks import check_count, check_number
+from pa_recon.recon.base import LinearOperator, batch_dot, check_data, per_scan, require
 from pa_recon.recon.map_common import chi_square
 from pa_recon.recon.prior_protocol import (Condition, ImagePrior, check_prior, prior_condition,
                                            repeat_condition)
@@ -188,15 +189,13 @@ def check_sampling(*, n_samples: int, temperature: float, chunk: int, chi2_tol: 
                    refine: AdamSettings | None = None) -> tuple[float, float | None, float | None]:
     """Check the settings of :func:`posterior_sampling` (same names and meaning); returns ``temperature``,
     ``chi2_tol`` and ``presence_threshold`` as floats (the last two may be ``None``)."""
-    check_count(n_samples, "n_samples", minimum=2)  # one sample has no spread
+    n_samples = check_count(n_samples, "n_samples", minimum=2)  # one sample has no spread
     check_count(chunk, "chunk", minimum=1)
-    require(isinstance(keep, int) and 0 <= keep <= n_samples, f"must be an integer in [0, n_samples], got {keep}",
-            "keep")
-    temperature = check_number(temperature, "temperature")
+    check_count(keep, "keep", maximum=n_samples)
+    temperature = check_number(temperature, "temperature", minimum=0)
     require(refine is None or temperature > 0, "must be positive for refined samples", "temperature")
-    tol = None if chi2_tol is None else check_number(chi2_tol, "chi2_tol")
-    threshold = None if presence_threshold is None else check_number(presence_threshold, "presence_threshold",
-                                                                     minimum=-math.inf)
+    tol = None if chi2_tol is None else check_number(chi2_tol, "chi2_tol", minimum=0)
+    threshold = None if presence_threshold is None else check_number(presence_threshold, "presence_threshold")
     return temperature, tol, threshold
 
 
@@ -249,7 +248,7 @@ def scan_values(result: PosteriorResult, *, scan_chi2_tol: float = 0.5) -> dict[
     determined pixels, ``M`` data values), which is under 0.35 on the pipeline's geometries, so the default band
     0.5 (as the default sample band ``chi2_tol``) leaves in-distribution scans unflagged.
     """
-    tol = check_number(scan_chi2_tol, "scan_chi2_tol")
+    tol = check_number(scan_chi2_tol, "scan_chi2_tol", minimum=0)
     return {
         "acceptance": result.accepted.to(result.chi2.dtype).mean(1),
         "samples": result.used,

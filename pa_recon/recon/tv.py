@@ -7,13 +7,12 @@ import math
 import torch
 import torch.nn.functional as F
 
+from pa_recon.checks import check_count, check_number
 from pa_recon.recon.base import (
     LinearOperator,
     ReconResult,
     batch_dot,
-    check_count,
     check_data,
-    check_number,
     initial_image,
     operator_norm,
     require,
@@ -85,16 +84,15 @@ def tv_reconstruction(
     and one adjoint.
     """
     y = check_data(op, y)
-    lam = check_number(lam, "lam")
+    lam = check_number(lam, "lam", minimum=0)
     n_iter = check_count(n_iter, "n_iter")
     if op_norm is None:
         op_norm = operator_norm(op, dtype=y.dtype, device=y.device)
-    norm_a = check_number(op_norm, "op_norm")
+    norm_a = check_number(op_norm, "op_norm", minimum=0)
     require(norm_a > 0, "the operator maps every image to zero", "op_norm")
     mu = norm_a / math.sqrt(_GRADIENT_NORM_SQ)
     k_norm_sq = 2 * norm_a**2
-    tau = 1 / math.sqrt(k_norm_sq) if step is None else check_number(step, "step")
-    require(tau > 0, "the step must be positive", "step")
+    tau = 1 / math.sqrt(k_norm_sq) if step is None else check_number(step, "step", above=0)
     sigma = _STEP_MARGIN / (tau * k_norm_sq)
     radius = lam / mu
 

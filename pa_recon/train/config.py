@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
+from pa_recon.checks import check_count, check_number
 from pa_recon.errors import PAReconError
 
 SCHEDULES = ("cosine", "step", "exponential", "constant")
@@ -71,19 +71,19 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if (self.max_steps is None) == (self.epochs is None):
             raise PAReconError("set exactly one of max_steps and epochs", field="max_steps")
-        positive = ["batch_size", "decay_every", *(["max_steps"] if self.max_steps is not None else ["epochs"])]
-        for name in positive:
-            _require(self, name, _integer(getattr(self, name)) and getattr(self, name) > 0, "a positive integer")
+        # Counts and numbers are stored as Python ints and floats (numpy ones are accepted).
+        length = "max_steps" if self.max_steps is not None else "epochs"
+        for name in ("batch_size", "decay_every", length):
+            setattr(self, name, check_count(getattr(self, name), name, minimum=1))
         for name in ("warmup_steps", "val_every", "sample_every", "checkpoint_every", "log_every", "num_workers"):
-            _require(self, name, _integer(getattr(self, name)) and getattr(self, name) >= 0,
-                     "a non-negative integer")
-        _require(self, "lr", _finite(self.lr) and self.lr > 0, "a positive number")
+            setattr(self, name, check_count(getattr(self, name), name))
+        self.lr = check_number(self.lr, "lr", above=0)
         for name in ("weight_decay", "grad_clip"):
-            _require(self, name, _finite(getattr(self, name)) and getattr(self, name) >= 0, "a non-negative number")
-        _require(self, "min_lr_ratio", _finite(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1, "in [0, 1]")
-        _require(self, "decay_gamma", _finite(self.decay_gamma) and 0 < self.decay_gamma <= 1, "in (0, 1]")
-        _require(self, "ema_decay", _finite(self.ema_decay) and 0 <= self.ema_decay < 1, "in [0, 1)")
-        _require(self, "seed", _integer(self.seed) and self.seed >= 0, "a non-negative integer")
+            setattr(self, name, check_number(getattr(self, name), name, minimum=0))
+        self.min_lr_ratio = check_number(self.min_lr_ratio, "min_lr_ratio", minimum=0, maximum=1)
+        self.decay_gamma = check_number(self.decay_gamma, "decay_gamma", above=0, maximum=1)
+        self.ema_decay = check_number(self.ema_decay, "ema_decay", minimum=0, below=1)
+        self.seed = check_count(self.seed, "seed")
         for name, allowed in (("schedule", SCHEDULES), ("amp", AMP_MODES), ("device", DEVICES)):
             _require(self, name, getattr(self, name) in allowed, f"one of {', '.join(allowed)}")
         for name in ("compile", "progress", "tracking", "log_model"):
@@ -112,14 +112,6 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field (what checkpoints store and MLflow logs as params)."""
         return dataclasses.asdict(self)
-
-
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _require(config: TrainConfig, name: str, ok: bool, expected: str) -> None:

@@ -114,7 +114,7 @@ def test_glow_layout_and_the_smoke_override(layouts):
 
 
 @pytest.mark.parametrize(("entry", "message"), [
-    ({"checkerboard": 0}, "positive integer"),
+    ({"checkerboard": 0}, "checkerboard: must be an integer >= 1, got 0"),
     ({"channel": 2, "glow": 1}, "expected squeeze"),
     ({"split": "learned"}, "standard or conditional"),
     ("shuffle", "expected squeeze"),

@@ -161,7 +161,7 @@ def test_changed_settings_start_afresh(tmp_path, mnist, capsys):
     (lambda p: p["benchmark"].pop("val_size"), "missing settings"),
     (lambda p: p["benchmark"].update(data_root="/nowhere"), "not found"),
     (lambda p: p["profiles"]["smoke"]["train"].update(epochs=2), "exactly one of max_steps and epochs"),
-    (lambda p: p["profiles"]["smoke"].update(cpu_threads=0), "positive integer"),
+    (lambda p: p["profiles"]["smoke"].update(cpu_threads=0), "must be an integer >= 1, got 0"),
 ])
 def test_user_errors_name_the_problem(tmp_path, mnist, edit, message):
     params = write_params(tmp_path, mnist)

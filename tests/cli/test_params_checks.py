@@ -55,15 +55,17 @@ def test_a_params_file_that_is_not_text_is_named(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda p: p["geometry"]["grid"].update(dx="0.0002"), "geometry.grid.dx: must be a number, got '0.0002'"),
-    (lambda p: p["geometry"]["array"].update(pitch="0.0002"), "geometry.array.pitch: must be a number, got '0.0002'"),
+    (lambda p: p["geometry"]["grid"].update(dx="0.0002"), "geometry.grid.dx: must be a finite number, got '0.0002'"),
+    (lambda p: p["geometry"]["array"].update(pitch="0.0002"),
+     "geometry.array.pitch: must be a finite number, got '0.0002'"),
     (lambda p: p["geometry"]["array"].update(n_samples="32"),
      "geometry.array.n_samples: must be an integer >= 1, got '32'"),
-    (lambda p: p["geometry"]["array"].update(z_array=math.inf), "geometry.array.z_array: must be finite, got inf"),
+    (lambda p: p["geometry"]["array"].update(z_array=math.inf),
+     "geometry.array.z_array: must be a finite number, got inf"),
     (lambda p: p["test_sets"]["tiny"]["vessels"].update(densty=2),
      "test_sets.tiny.vessels: unknown settings ['densty']; known: ["),
     (lambda p: p["test_sets"]["tiny"]["vessels"].update(density="x"),
-     "test_sets.tiny.vessels.density: must be a number, got 'x'"),
+     "test_sets.tiny.vessels.density: must be a finite number, got 'x'"),
     (lambda p: p["test_sets"]["tiny"]["vessels"].update(n_trees=3),
      "test_sets.tiny.vessels.n_trees: must be a list of 2 numbers, got 3"),
     (lambda p: p["test_sets"]["tiny"]["vessels"].update(bend=-1.0), "test_sets.tiny.vessels.bend: bend must be >= 0"),
@@ -81,10 +83,10 @@ def test_a_wrong_phantoms_setting_is_named_by_its_key(tmp_path, capsys, change, 
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda p: p["simulate"].update(snr_db="40"), "simulate.snr_db: must be a number, got '40'"),
-    (lambda p: p["simulate"].update(snr_db=[40.0, "abc"]), "simulate.snr_db: must be a number, got 'abc'"),
+    (lambda p: p["simulate"].update(snr_db="40"), "simulate.snr_db: must be a finite number, got '40'"),
+    (lambda p: p["simulate"].update(snr_db=[40.0, "abc"]), "simulate.snr_db: must be a finite number, got 'abc'"),
     (lambda p: p["simulate"].update(snr_db=[]), "simulate.snr_db: must be a non-empty list of numbers"),
-    (lambda p: p["simulate"].update(snr_db=[math.nan]), "simulate.snr_db: must be finite, got nan"),
+    (lambda p: p["simulate"].update(snr_db=[math.nan]), "simulate.snr_db: must be a finite number, got nan"),
     (lambda p: p["simulate"].update(seed=1.5), "simulate.seed: must be an integer >= 0, got 1.5"),
 ])
 def test_a_wrong_simulate_setting_is_named_before_the_phantoms_are_read(tmp_path, capsys, change, message):

@@ -165,7 +165,7 @@ def _with(params: dict, dotted: str, value) -> dict:
 @pytest.mark.parametrize("dotted, value, command, message", [
     ("geometry.array.fss", 2e7, "phantoms", "geometry.array: unknown settings ['fss']"),
     ("geometry.grid", {"nx": 16, "nz": 16}, "phantoms", "geometry.grid: missing settings ['dx']"),
-    ("geometry.grid.dx", -1.0, "phantoms", "geometry.grid.dx: pixel size dx must be positive"),
+    ("geometry.grid.dx", -1.0, "phantoms", "geometry.grid.dx: must be a finite number > 0, got -1.0"),
     ("phantoms.refin", 2, "phantoms", "phantoms: unknown settings ['refin']"),
     ("test_sets.tiny.nn", 4, "phantoms", "test_sets.tiny: unknown settings ['nn']"),
     ("simulate.sed", 3, "simulate", "simulate: unknown settings ['sed']"),

@@ -69,7 +69,7 @@ def trained(tmp_path_factory):
      "priors.data.snr_db_range: must be an increasing pair of finite numbers, got [35.0, 25.0]"),
     (lambda p: p["priors"]["data"].update(vessels={"densty": 2}), "priors.data.vessels: unknown settings ['densty']"),
     (lambda p: p["priors"]["data"].update(vessels={"density": "2"}),
-     "priors.data.vessels.density: must be a number, got '2'"),
+     "priors.data.vessels.density: must be a finite number, got '2'"),
     (lambda p: p["priors"].update(alpha=0.7), "priors.alpha: alpha must lie in (0, 0.5), got 0.7"),
     (lambda p: p["phantoms"].update(refine=0), "phantoms.refine: must be an integer >= 1, got 0"),
     (lambda p: p["priors"]["train"]["conditional"].update(device="cuda"),

@@ -71,6 +71,14 @@ def test_sr_errors_name_the_file(files):
     assert not (d / "bad").exists()
 
 
+def test_sr_needs_the_checkpoint_named(files, capsys):
+    d, image = files
+    with pytest.raises(SystemExit) as exit_:
+        run("sr", str(image), "--out", str(d / "bad"))
+    assert exit_.value.code == 2 and "--checkpoint" in capsys.readouterr().err
+    assert not (d / "bad").exists()
+
+
 @pytest.mark.parametrize("model, from_regression", [("regression", True), ("flow", False)])
 def test_sr_train_warns_that_an_unused_regression_run_is_ignored(tmp_path, model, from_regression):
     params = yaml.safe_load((Path(__file__).parents[2] / "pipelines" / "sr" / "params.yaml").read_text())

@@ -97,9 +97,9 @@ def test_settings_from_a_params_mapping_get_their_defaults_types():
 @pytest.mark.parametrize("values, field, message", [
     ({"densty": 2}, None, "unknown settings ['densty']; known: ['bend', "),
     ([("density", 2)], None, "expected a mapping"),
-    ({"density": "2"}, "density", "must be a number, got '2'"),
-    ({"density": float("nan")}, "density", "must be finite, got nan"),
-    ({"thickness": True}, "thickness", "must be a number, got True"),
+    ({"density": "2"}, "density", "must be a finite number, got '2'"),
+    ({"density": float("nan")}, "density", "must be a finite number, got nan"),
+    ({"thickness": True}, "thickness", "must be a finite number, got True"),
     ({"max_depth": 2.0}, "max_depth", "must be an integer, got 2.0"),
     ({"n_trees": 3}, "n_trees", "must be a list of 2 numbers, got 3"),
     ({"intensity": [0.2, 0.5, 0.9]}, "intensity", "must be a list of 2 numbers"),
@@ -115,7 +115,7 @@ def test_a_family_names_its_wrong_vessel_settings_for_every_source():
     for source in ("procedural", "vessel_masks"):
         with pytest.raises(PAReconError) as info:
             make_phantoms(1, 8, 8, 0, source=source, vessels={"density": "2"})
-        assert str(info.value) == "vessels.density: must be a number, got '2'"
+        assert str(info.value) == "vessels.density: must be a finite number, got '2'"
     with pytest.raises(PAReconError, match=r"^vessels: unknown settings \['densty'\]"):
         make_phantoms(1, 8, 8, 0, vessels={"densty": 2})
 

@@ -151,8 +151,16 @@ def test_flow_without_encoder_takes_a_single_scale_feature_map():
     x, c = torch.randn(2, 2, 4, 4, dtype=torch.float64), torch.randn(2, 1, 4, 4, dtype=torch.float64)
     feats = model.encoder(c)
     torch.testing.assert_close(bare.log_prob(x, feats[0]), model.log_prob(x, c))
-    with pytest.raises(ValueError, match=r"^encoder scales \[0, 1\] differ from the flow's \[1\]$"):
+    with pytest.raises(PAReconError, match=r"^encoder: scales \[0, 1\] differ from the flow's \[1\]$") as err:
         Flow(list(model.layers), model.prior, (2, 4, 4), encoder=UNetEncoder(1, 3, [0, 1], width=4))
+    assert err.value.field == "encoder"
+
+
+def test_flow_refuses_a_prior_of_other_channels():
+    model = build_flow(FlowConfig((2, 4, 4), "glow", levels=1, steps=1, subnet=SMALL))
+    with pytest.raises(PAReconError, match=r"^prior: has 3 channels, the flow ends with 8$") as err:
+        Flow(list(model.layers), GaussianPrior(3), (2, 4, 4))
+    assert err.value.field == "prior"
 
 
 def test_actnorm_in_a_fresh_model_initialises_on_the_first_batch_and_is_saved():

@@ -119,11 +119,14 @@ def test_conditional_coupling_depends_on_the_condition():
 
 @pytest.mark.parametrize(("build", "field", "message"), [
     (lambda: AffineCoupling(1, "channel"), "channels", "channel-mask coupling needs at least 2 channels, got 1"),
-    (lambda: AffineCoupling(2, "stripes"), None, "bad coupling settings: mask='stripes'"),
+    (lambda: AffineCoupling(2, "stripes"), "mask", "must be one of 'checkerboard', 'checkerboard_packed', 'channel', "
+                                                   "got 'stripes'"),
+    (lambda: AffineCoupling(2, "channel", parity=2), "parity", "must be one of 0, 1, got 2"),
+    (lambda: AffineCoupling(2, "channel", scale="exp"), "scale", "must be one of 'tanh', 'sigmoid', got 'exp'"),
     (lambda: HaarDownsample("daubechies"), "variant", "unknown Haar variant 'daubechies'"),
     (lambda: LogitTransform(0.5), "alpha", r"alpha must lie in \[0, 0.5\), got 0.5"),
     (lambda: make_subnet(SubnetConfig("mlp"), 2, 2), "subnet.kind", "unknown sub-network kind 'mlp'"),
-], ids=["one-channel-channel-mask", "unknown-mask", "unknown-haar-variant", "logit-alpha", "unknown-subnet"])
+], ids=["one-channel-channel-mask", "unknown-mask", "bad-parity", "bad-scale", "unknown-haar-variant", "logit-alpha", "unknown-subnet"])
 def test_bad_settings_raise_user_errors(build, field, message):
     with pytest.raises(PAReconError, match=message) as err:
         build()

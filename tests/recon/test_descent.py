@@ -3,6 +3,7 @@ and the settings every rule has are checked alike."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from gaussian_prior import gaussian_case
@@ -53,3 +54,13 @@ def test_bad_settings_raise(cls, settings, field):
     with pytest.raises(PAReconError) as err:
         cls(**settings)
     assert err.value.field == field
+
+
+def test_numpy_settings_are_accepted_and_stored_as_python_numbers():
+    """Counts and rates computed with numpy (np.int64, np.float32) are valid, and the settings hold Python values."""
+    adam = AdamSettings(steps=np.int64(5), lr=np.float32(0.5), tau=np.float64(1.0), check_every=np.int32(2),
+                        lr_decay=np.float64(0.1))
+    assert adam == AdamSettings(steps=5, lr=0.5, tau=1.0, check_every=2, lr_decay=0.1)
+    assert [type(getattr(adam, name)) for name in ("steps", "lr", "tau", "check_every", "lr_decay")] == [
+        int, float, float, int, float]
+    assert type(LBFGSSettings(memory=np.int64(3)).memory) is int

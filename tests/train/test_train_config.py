@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from pa_recon.errors import PAReconError
@@ -37,3 +38,27 @@ def test_bad_values_name_the_field(values, field):
     with pytest.raises(PAReconError) as info:
         TrainConfig.from_dict(values)
     assert info.value.field == field
+
+
+def test_numpy_values_are_accepted_and_stored_as_python_numbers():
+    """A config built from numpy values equals the plain one and stores Python ints and floats (checkpoints load
+    their config with ``weights_only=True``, which refuses numpy scalars)."""
+    config = TrainConfig(max_steps=np.int64(10), batch_size=np.int32(4), lr=np.float32(0.5), seed=np.uint8(3),
+                         ema_decay=np.float64(0.9))
+    assert config == TrainConfig(max_steps=10, batch_size=4, lr=0.5, seed=3, ema_decay=0.9)
+    assert [type(getattr(config, name)) for name in ("max_steps", "batch_size", "lr", "seed", "ema_decay")] == [
+        int, int, float, int, float]
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"max_steps": 0}, "must be an integer >= 1, got 0"),
+    ({"max_steps": 10, "val_every": 2.0}, "must be an integer >= 0, got 2.0"),
+    ({"max_steps": 10, "lr": 0}, "must be a finite number > 0, got 0"),
+    ({"max_steps": 10, "decay_gamma": 1.5}, "must be a finite number in (0, 1], got 1.5"),
+    ({"max_steps": 10, "ema_decay": 1.0}, "must be a finite number in [0, 1), got 1.0"),
+    ({"max_steps": 10, "min_lr_ratio": np.float64(-0.5)}, "must be a finite number in [0, 1], got -0.5"),
+])
+def test_bad_numbers_state_what_is_expected(values, message):
+    with pytest.raises(PAReconError) as info:
+        TrainConfig.from_dict(values)
+    assert info.value.message == message
