@@ -22,6 +22,7 @@ from pa_recon.checks import check_count, check_number
 from pa_recon.data.families import family_vessels, make_phantoms
 from pa_recon.errors import PAReconError
 from pa_recon.physics import Grid, LinearArray
+from pa_recon.physics.operator import check_device
 
 T = TypeVar("T")
 
@@ -202,13 +203,12 @@ def add_device_option(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--device", default="auto", choices=DEVICES, help=f"{what}; auto: CUDA when present")
 
 
-def pick_device(name: str, field: str = "--device") -> torch.device:
-    """``auto`` → CUDA when present, else CPU; ``field`` is the option or setting that gave ``name``."""
+def pick_device(name: str, field: str = "--device", file: str | Path | None = None) -> torch.device:
+    """``auto`` → CUDA when present, else CPU; any other name as :func:`check_device` takes it. ``field`` is the
+    option or setting that gave ``name`` (a setting of the params ``file``)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PAReconError("CUDA was asked for but is not available", field=field)
-    return torch.device(name)
+    return check_device(name, field, file)
 
 
 def batches(total: int, size: int, desc: str) -> Iterator[tuple[int, int]]:

@@ -99,8 +99,9 @@ def cmd_flow_train(args: argparse.Namespace) -> None:
 
 def cmd_flow_eval(args: argparse.Namespace) -> None:
     """Bits/dim, timings and figures of a trained model; ``metrics.json`` and PNGs in ``--out``."""
-    bench, _, _, config = _benchmark(args)
-    model, record, checkpoint = load_trained_flow(args.checkpoint, pick_device(config.device))
+    bench, profile_name, _, config = _benchmark(args)
+    device = pick_device(config.device, f"profiles.{profile_name}.eval.device", args.params)
+    model, record, checkpoint = load_trained_flow(args.checkpoint, device)
     if json.loads(json.dumps(_model_layouts(args)[args.model])) != record["settings"]["layout"]:
         raise PAReconError(f"this run was not trained as model {args.model!r} of {args.params} (its layout differs)",
                            file=args.checkpoint, field="--model")

@@ -133,7 +133,7 @@ def cmd_sr_eval(args: argparse.Namespace) -> None:
     ``metrics.json`` (set means), ``per_image.json``, ``table.md`` and ``figure.png`` in ``--out``."""
     bench, profile_name, profile, config = _benchmark(args)
     reference = load_params(args.params, "reference")
-    device = pick_device(config.device)
+    device = pick_device(config.device, f"profiles.{profile_name}.eval.device", args.params)
     scale = int(bench["scale"])
     flow, flow_record, flow_ckpt = load_sr_run(args.flow, device)
     regressor, reg_record, reg_ckpt = load_sr_run(args.regression, device)

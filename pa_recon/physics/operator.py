@@ -22,6 +22,7 @@ to rounding. Memory: the kernel holds ``Kx · nz · n_samples`` numbers (≈35 M
 from __future__ import annotations
 
 import math
+from os import PathLike
 
 import numpy as np
 import torch
@@ -115,23 +116,22 @@ def _check_settings(grid: object, array: object, dtype: object, margin_px: objec
     check_count(margin_px, "margin_px")
 
 
-def check_device(device: torch.device | str | None, field: str = "device") -> torch.device | None:
-    """``device`` as a :class:`torch.device` (``None`` stays ``None``), refusing (naming ``field``) a name torch
+def check_device(device: torch.device | str, field: str = "device",
+                 file: str | PathLike[str] | None = None) -> torch.device:
+    """``device`` as a :class:`torch.device`, refusing (naming ``field``, and ``file`` where given) a name torch
     does not know or an accelerator this machine lacks."""
-    if device is None:
-        return None
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise PAReconError(f"not a torch device: {device!r}", field=field) from None
+        raise PAReconError(f"not a torch device: {device!r}", file=file, field=field) from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise PAReconError("CUDA was asked for but is not available (use device='cpu')", field=field)
+            raise PAReconError("CUDA was asked for but is not available; ask for 'cpu'", file=file, field=field)
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise PAReconError(f"CUDA device {resolved.index} was asked for but only {torch.cuda.device_count()} "
-                               "are available", field=field)
+                               "are available", file=file, field=field)
     if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise PAReconError("MPS was asked for but is not available (use device='cpu')", field=field)
+        raise PAReconError("MPS was asked for but is not available; ask for 'cpu'", file=file, field=field)
     return resolved
 
 
@@ -159,7 +159,7 @@ class PATOperator(torch.nn.Module):
         margin_px: int = DEFAULT_MARGIN_PX,
     ) -> None:
         _check_settings(grid, array, dtype, margin_px)
-        device = check_device(device)
+        device = None if device is None else check_device(device)
         super().__init__()
         self.grid = grid
         self.array = array

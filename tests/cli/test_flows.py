@@ -174,6 +174,17 @@ def test_user_errors_name_the_problem(tmp_path, mnist, edit, message):
         run("flow-train", "--params", write_params(tmp_path, mnist), "--model", "big", "--out", tmp_path / "r")
 
 
+def test_an_evaluation_device_this_machine_lacks_names_the_profile_setting(tmp_path, mnist, monkeypatch):
+    params = yaml.safe_load(write_params(tmp_path, mnist).read_text())
+    params["profiles"]["smoke"]["eval"]["device"] = "cuda"
+    path = tmp_path / "cuda.yaml"
+    path.write_text(yaml.safe_dump(params))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PAReconError) as err:
+        run("flow-eval", "--params", path, "--model", "tiny", "--checkpoint", tmp_path / "runs", "--out", tmp_path / "r")
+    assert (err.value.file, err.value.field) == (str(path), "profiles.smoke.eval.device")
+
+
 def test_evaluating_an_unfinished_run_is_refused(tmp_path, mnist, monkeypatch):
     params = write_params(tmp_path, mnist)
     monkeypatch.setattr(image_flows, "bits_per_dim_loss", interrupted_after(3, image_flows.bits_per_dim_loss))
