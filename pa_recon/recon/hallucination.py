@@ -106,6 +106,20 @@ def remove_small_regions(mask: torch.Tensor, min_size: int) -> torch.Tensor:
     return torch.from_numpy(out).to(mask.device)
 
 
+def flag_score(std: torch.Tensor, null: torch.Tensor, contradiction: torch.Tensor | None,
+               rule: FlagRule = FlagRule()) -> torch.Tensor:
+    """The noisy-OR ``score`` in [0, 1] of the module notes from the cues' raw values, all ``(B, *image_shape)``:
+    the posterior ``std``, the estimate's unseen part ``null`` (signed) and ``contradiction`` ``|1[x̂ > t] −
+    presence|`` (``None``: that cue left out); scales and weights from ``rule``."""
+    w_std, w_presence, w_null = rule.weights
+    # Noisy-OR: the chance that no cue fires is the product of the chances that each does not.
+    quiet = 1 - w_std * (std / rule.std_scale).clamp(max=1)
+    quiet = quiet * (1 - w_null * (null.abs() / rule.null_scale).clamp(max=1))
+    if contradiction is not None:
+        quiet = quiet * (1 - w_presence * contradiction)
+    return 1 - quiet
+
+
 def hallucination_map(
     op: LinearOperator,
     estimate: torch.Tensor,
@@ -123,16 +137,12 @@ def hallucination_map(
     x = _check_images(op, estimate, "estimate")
     require(x.shape == posterior.mean.shape, f"estimate {tuple(x.shape)} and posterior mean "
             f"{tuple(posterior.mean.shape)} differ in shape", "estimate")
-    w_std, w_presence, w_null = rule.weights
     norm = (operator_norm(op, dtype=x.dtype, device=x.device) if op_norm is None
             else check_number(op_norm, "op_norm", minimum=0))
     null = null_space_component(op, x, lam=rule.null_lam_fraction * norm**2, n_iter=rule.null_iter)
-    # Noisy-OR: the chance that no cue fires is the product of the chances that each does not.
-    quiet = 1 - w_std * (posterior.std / rule.std_scale).clamp(max=1)
-    quiet = quiet * (1 - w_null * (null.abs() / rule.null_scale).clamp(max=1))
+    contradiction = None
     if posterior.presence is not None and posterior.presence_threshold is not None:
-        shows_vessel = (x > posterior.presence_threshold).to(x.dtype)
-        quiet = quiet * (1 - w_presence * (shows_vessel - posterior.presence).abs())
-    score = 1 - quiet
+        contradiction = ((x > posterior.presence_threshold).to(x.dtype) - posterior.presence).abs()
+    score = flag_score(posterior.std, null, contradiction, rule)
     mask = remove_small_regions(score >= rule.threshold, rule.min_size)
     return HallucinationResult(score, mask, null)

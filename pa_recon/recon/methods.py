@@ -143,7 +143,8 @@ def _map_latent(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
     return _map_output(map_latent(p.op, p.y, _likelihood_sigma(p, s), p.prior, settings=descent_settings(s)))
 
 
-def _flag_rule(s: Mapping[str, Any]) -> FlagRule:
+def flag_rule(s: Mapping[str, Any]) -> FlagRule:
+    """The :class:`FlagRule` of ``posterior`` settings ``s`` (as :func:`method_settings` completes them)."""
     return FlagRule(std_scale=s["std_scale"], null_scale=s["null_scale"], weights=tuple(s["weights"]),
                     threshold=s["threshold"], min_size=s["min_size"])
 
@@ -157,7 +158,7 @@ def _posterior(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
     post = posterior_sampling(p.op, p.y, _likelihood_sigma(p, s), p.prior, n_samples=s["n_samples"],
                               temperature=s["temperature"], chunk=s["chunk"], chi2_tol=s["chi2_tol"],
                               presence_threshold=s["presence_threshold"], refine=_refine(s), generator=p.generator)
-    flags = hallucination_map(p.op, post.mean, post, _flag_rule(s), op_norm=p.op_norm)
+    flags = hallucination_map(p.op, post.mean, post, flag_rule(s), op_norm=p.op_norm)
     maps = {"image": post.mean, "std": post.std, "presence": post.presence, "flag_score": flags.score,
             "flags": flags.mask.to(post.mean.dtype)}
     return MethodOutput(maps, scan_values(post, scan_chi2_tol=s["scan_chi2_tol"]))
@@ -214,7 +215,7 @@ _REFINE_KEYS = {"steps": "refine_steps", "lr": "refine_lr"}
 
 def _check_posterior(s: Mapping[str, Any]) -> None:
     _check_numbers(s, "scan_chi2_tol", "model_error")
-    _flag_rule(s)
+    flag_rule(s)
     try:
         refine = _refine(s)
     except PAReconError as error:

@@ -9,6 +9,7 @@ from gaussian_prior import GaussianPrior, gaussian_case
 from pa_recon.errors import PAReconError
 from pa_recon.recon import (
     FlagRule,
+    flag_score,
     hallucination_map,
     null_space_component,
     operator_norm,
@@ -134,3 +135,13 @@ def test_bad_estimates_raise(blind_op):
     for estimate in (post.mean[:1], post.mean[..., :-1], torch.full_like(post.mean, torch.nan)):
         with pytest.raises(PAReconError, match="estimate"):
             hallucination_map(case.op, estimate, post)
+
+
+def test_flag_score_is_the_noisy_or_of_the_scaled_cues():
+    """std 0.1 at scale 0.2 gives 0.5, |null| 0.3 at scale 0.2 saturates at 1, contradiction 0.25; weights
+    (1, 0.5, 0.5): 1 − (1 − 0.5)(1 − 0.5·0.25)(1 − 0.5·1) = 0.78125, and 0.75 without the presence cue."""
+    rule = FlagRule(weights=(1.0, 0.5, 0.5))
+    std, null, contradiction = (torch.full((1, 1, 2, 2), v, dtype=torch.float64) for v in (0.1, -0.3, 0.25))
+    torch.testing.assert_close(flag_score(std, null, contradiction, rule), torch.full_like(std, 0.78125))
+    torch.testing.assert_close(flag_score(std, null, None, rule), torch.full_like(std, 0.75))
+    assert flag_score(torch.zeros_like(std), torch.zeros_like(std), torch.zeros_like(std)).eq(0).all()
