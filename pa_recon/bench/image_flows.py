@@ -121,7 +121,8 @@ def load_image_splits(dataset: str, root: str | os.PathLike[str], val_size: int,
     ``shuffle_seed``: when given, the training images (before the validation images are split off) and the test
     images are first put in a random order drawn with this seed. Files sorted by class (the CIFAR-10 JPEG copy) need
     it, so that the validation set and subsets hold every class. ``subset`` ({"train": n, "val": n, "test": n}, any
-    of them) then keeps the first n images of a split (smoke runs).
+    of them) then keeps the first n images of a split (smoke runs); n may not exceed the split's size (field
+    ``subset.<split>`` of the error).
     """
     if dataset not in IMAGE_DATASETS:
         raise PAReconError(f"unknown dataset; known: {sorted(IMAGE_DATASETS)}", field="dataset")
@@ -143,9 +144,10 @@ def load_image_splits(dataset: str, root: str | os.PathLike[str], val_size: int,
     splits = {"train": (images[:-val_size], labels[:-val_size]), "val": (images[-val_size:], labels[-val_size:]),
               "test": test}
     for name, n in (subset or {}).items():
-        if name not in splits or not isinstance(n, int) or n < 1:
+        if name not in splits:
             raise PAReconError(f"expected a positive image count for train, val or test, got {name}: {n!r}",
                                field="subset")
+        n = check_count(n, f"subset.{name}", minimum=1, maximum=len(splits[name][1]))
         splits[name] = splits[name][0][:n], splits[name][1][:n]
     return ImageSplits(**{name: splits[name][0] for name in SPLITS},
                        **{f"{name}_labels": splits[name][1] for name in SPLITS})

@@ -39,7 +39,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 import torch
@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 
 from pa_recon import sr_eval
 from pa_recon.bench.runs import count_parameters
+from pa_recon.checks import check_count, check_number
 from pa_recon.data.sr_images import (
     PatchSampler,
     downscale,
@@ -357,14 +358,20 @@ def train_sr(kind: Kind, model: Mapping[str, Any], config: TrainConfig, train: t
 def load_sr_run(run_dir: str | os.PathLike[str], device: torch.device) -> tuple[SRFlow | SRRegressor, dict[str, Any],
                                                                                  dict[str, Any]]:
     """The finished model of a training folder written by :func:`train_sr`, on ``device`` in eval mode (the final
-    weights of ``last.pt``, EMA weights where kept), its run record and its checkpoint."""
+    weights of ``last.pt``, EMA weights where kept), its run record and its checkpoint; PAReconError naming the
+    record's ``kind`` when the folder holds another training (an image flow of flow-train, say)."""
     run_dir = Path(run_dir)
     record = read_run(run_dir)
+    s = record["settings"]
+    if s.get("kind") not in get_args(Kind):
+        found = f"its record gives kind {s['kind']!r}" if "kind" in s else "its record gives no SR model kind"
+        if isinstance(s.get("data"), dict) and "dataset" in s["data"]:
+            found += f"; it was trained on {s['data']['dataset']!r}"
+        raise PAReconError(f"not an SR run of sr-train ({found})", file=run_dir / RUN_FILE, field="kind")
     checkpoint = load_checkpoint(run_dir / "last.pt", map_location=device)
     if not checkpoint.get("finished"):
         raise PAReconError(f"training stopped at step {checkpoint.get('step')} before the end; run it again to "
                            "resume", file=run_dir / "last.pt")
-    s = record["settings"]
     try:
         model = build_sr_model(s["kind"], s["model"], int(s["scale"]), int(s["patch_size"]))
         model.load_state_dict(inference_state_dict(checkpoint))
@@ -432,24 +439,25 @@ class SREvalConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> SREvalConfig:
-        """From a params.yaml section; unknown keys and fewer than 2 samples raise PAReconError."""
+        """From a params.yaml ``eval`` section; unknown keys, fewer than 2 samples, a negative temperature or a
+        malformed figure raise PAReconError naming the key within the section (``samples``, not ``eval.samples``:
+        the caller puts it under the section's own key)."""
         known = {"temperatures", "samples", "seed", "device", "figure"}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise PAReconError(f"unknown evaluation settings; known: {sorted(known)}", field=f"eval.{unknown[0]}")
+            raise PAReconError(f"unknown evaluation settings; known: {sorted(known)}", field=unknown[0])
         settings = dict(values)
         if "temperatures" in settings:
-            settings["temperatures"] = tuple(float(t) for t in settings["temperatures"])
+            settings["temperatures"] = tuple(check_number(t, f"temperatures[{i}]", minimum=0)
+                                             for i, t in enumerate(settings["temperatures"]))
         config = cls(**settings)
-        if not isinstance(config.samples, int) or config.samples < 2:
-            raise PAReconError(f"must be an integer >= 2, got {config.samples!r}", field="eval.samples")
-        if any(not math.isfinite(t) or t < 0 for t in config.temperatures):
-            raise PAReconError(f"must be finite and >= 0, got {config.temperatures}", field="eval.temperatures")
+        check_count(config.samples, "samples", minimum=2)
         figure = config.figure
         if figure is not None and (set(figure) != {"set", "image", "top", "left", "size"}
+                                   or not all(isinstance(figure[k], str) for k in ("set", "image"))
                                    or not all(isinstance(figure[k], int) for k in ("top", "left", "size"))):
-            raise PAReconError(f"expected {{set, image, top, left, size}} with integer pixels, got {figure}",
-                               field="eval.figure")
+            raise PAReconError(f"expected {{set, image, top, left, size}} with names and integer pixels, got {figure}",
+                               field="figure")
         return config
 
 

@@ -211,6 +211,15 @@ def pick_device(name: str, field: str = "--device", file: str | Path | None = No
     return check_device(name, field, file)
 
 
+def training_folder(path: str | Path, flag: str, command: str) -> Path:
+    """``path`` as a :class:`Path`, refusing a file (``last.pt``, say) where the option ``flag`` takes the training
+    folder that ``command`` wrote."""
+    if Path(path).is_file():
+        raise PAReconError(f"is a file; {flag} takes the training folder that {command} wrote (run.json, last.pt)",
+                           file=path, field=flag)
+    return Path(path)
+
+
 def batches(total: int, size: int, desc: str) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` scan ranges of at most ``size``, with a progress bar over scans."""
     with tqdm(total=total, desc=desc, unit="scan") as bar:

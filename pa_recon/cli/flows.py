@@ -16,9 +16,9 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import torch
 
-from pa_recon.cli.common import benchmark_profile, check_keys, declare_outputs, load_params, params_key, pick_device
+from pa_recon.cli.common import (benchmark_profile, check_keys, declare_outputs, load_params, params_key, pick_device,
+                                 training_folder)
 from pa_recon.errors import PAReconError
 from pa_recon.flows import SubnetConfig
 from pa_recon.report import write_metrics_json, write_text
@@ -85,7 +85,8 @@ def cmd_flow_train(args: argparse.Namespace) -> None:
     except PAReconError as err:
         if err.file is not None:
             raise
-        section = f"profiles.{profile_name}" if err.field == "subset" else "benchmark"  # where each setting lives
+        # where each setting lives: subset (and subset.<split>) in the profile, the others in benchmark
+        section = f"profiles.{profile_name}" if (err.field or "").split(".")[0] == "subset" else "benchmark"
         raise err.under(section, args.params) from None
     subnet = _subnet(profile, args.params, profile_name)
     # The training builds the model again; built here, a bad layout is named by its key before training.
@@ -101,7 +102,8 @@ def cmd_flow_eval(args: argparse.Namespace) -> None:
     """Bits/dim, timings and figures of a trained model; ``metrics.json`` and PNGs in ``--out``."""
     bench, profile_name, _, config = _benchmark(args)
     device = pick_device(config.device, f"profiles.{profile_name}.eval.device", args.params)
-    model, record, checkpoint = load_trained_flow(args.checkpoint, device)
+    model, record, checkpoint = load_trained_flow(training_folder(args.checkpoint, "--checkpoint", "flow-train"),
+                                                  device)
     if json.loads(json.dumps(_model_layouts(args)[args.model])) != record["settings"]["layout"]:
         raise PAReconError(f"this run was not trained as model {args.model!r} of {args.params} (its layout differs)",
                            file=args.checkpoint, field="--model")
@@ -109,8 +111,9 @@ def cmd_flow_eval(args: argparse.Namespace) -> None:
     splits = _splits(bench["data_root"], data)
     out = Path(args.out)
     result = evaluate_image_flow(model, splits, config, out)
-    result.update(model=args.model, profile=record["settings"]["profile"], train_seconds=record["train_seconds"],
-                  train_hardware=record["hardware"], train_steps=int(checkpoint["step"]))
+    result.update(model=args.model, profile=record["settings"]["profile"], dataset=data["dataset"],
+                  train_seconds=record["train_seconds"], train_hardware=record["hardware"],
+                  train_steps=int(checkpoint["step"]))
     write_metrics_json(out / "metrics.json", result)
     if bench["tracking"] and checkpoint.get("run_id"):
         tracker = start_tracker(True, bench["tracking_uri"], bench["experiment"], None, checkpoint["run_id"])
@@ -125,9 +128,11 @@ def cmd_flow_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_flow_report(args: argparse.Namespace) -> None:
-    """One Markdown table and one metrics JSON from the ``metrics.json`` of several models (named by folder)."""
+    """One Markdown table and one metrics JSON from the ``metrics.json`` of several models (named by folder), which
+    must all be results of the params file's ``benchmark.dataset`` (where they record it; results of flow-eval
+    before it did are taken as they are) and ``benchmark.profile``."""
+    bench, profile, profile_section, _ = _benchmark(args)
     reference = load_params(args.params, "reference")
-    profiles = load_params(args.params, "profiles")
     results: dict[str, dict[str, Any]] = {}
     for path in map(Path, args.results):
         try:
@@ -137,19 +142,17 @@ def cmd_flow_report(args: argparse.Namespace) -> None:
         missing = [k for k in ("model", "profile", "test_bpd") if not isinstance(result, dict) or k not in result]
         if missing:
             raise PAReconError(f"not the metrics.json of flow-eval (no {missing})", file=path)
+        for key, wanted in (("dataset", bench["dataset"]), ("profile", profile)):
+            if result.get(key, wanted) != wanted:
+                raise PAReconError(f"{key} {result[key]!r} does not match benchmark.{key} {wanted!r} of {args.params}",
+                                   file=path, field=key)
         if path.parent.name in results:
             raise PAReconError(f"a second result for model {path.parent.name!r} (each row is named by the folder)",
                                file=path)
         results[path.parent.name] = result
-    names = sorted({r.get("profile", "?") for r in results.values()})
-    if len(names) != 1:
-        raise PAReconError(f"the results come from different profiles {names}; re-run the stale models",
-                           file=args.results[0], field="profile")
-    profile = names[0]
-    smoke = bool(profiles.get(profile, {}).get("smoke", False))
     for path in (args.out, args.metrics):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    write_text(args.out, results_markdown(results, reference, profile, smoke))
+    write_text(args.out, results_markdown(results, reference, profile, bool(profile_section.get("smoke", False))))
     write_metrics_json(args.metrics, {profile: {name: {k: r[k] for k in _REPORTED if k in r}
                                                 for name, r in results.items()}})
 
@@ -173,7 +176,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("flow-report", help="Markdown table and metrics JSON of several evaluated flows")
     p.add_argument("results", nargs="+", help="metrics.json files of flow-eval; each named by its folder")
-    p.add_argument("--params", default="params.yaml", help="params file with the reference and profiles sections")
+    p.add_argument("--params", default="params.yaml", help="the benchmark params file (benchmark, profiles, reference)")
     p.add_argument("--out", required=True, help="Markdown table to write")
     p.add_argument("--metrics", required=True, help="metrics JSON to write (for dvc metrics show)")
     p.set_defaults(func=cmd_flow_report)

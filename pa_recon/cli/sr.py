@@ -31,13 +31,13 @@ from pa_recon.cli.common import (
     load_params,
     params_key,
     pick_device,
+    training_folder,
 )
-from pa_recon.data.sr_images import read_image, to_uint8
+from pa_recon.data.sr_images import list_images, read_image, to_uint8
 from pa_recon.errors import PAReconError
 from pa_recon.report import write_text
 from pa_recon.train import TrainConfig
 from pa_recon.bench.sr_flow import (
-    EvalImage,
     Evaluation,
     Method,
     SREvalConfig,
@@ -73,7 +73,7 @@ def _benchmark(args: argparse.Namespace) -> tuple[dict[str, Any], str, dict[str,
 
 def cmd_sr_train(args: argparse.Namespace) -> None:
     """Train the flow or the regression baseline under the active profile, resuming a stopped run."""
-    bench, profile_name, profile, _ = _benchmark(args)
+    bench, profile_name, profile, evaluation = _benchmark(args)
     train_sections = check_keys(profile["train"], ("flow", "regression"), file=args.params,
                                 field=f"profiles.{profile_name}.train", required=(args.model,))
     with params_key(args.params, f"profiles.{profile_name}.train.{args.model}"):
@@ -93,6 +93,7 @@ def cmd_sr_train(args: argparse.Namespace) -> None:
         warnings.warn(f"--regression {args.regression} is ignored: only a flow with "
                       f"profiles.{profile_name}.model.encoder_from_regression true starts from a regression run",
                       stacklevel=1)
+    _check_figure(bench, profile_name, evaluation, args.params)
     images = load_training_images(bench["data_root"], bench["train_sets"])
     n_val = int(bench["val_images"])
     if not 0 < n_val < len(images):
@@ -111,15 +112,26 @@ def _flow_rows(flow: SRFlow, config: SREvalConfig) -> dict[str, Method]:
     return {f"flow τ={t:g}": flow_method(flow, t, config.samples, config.seed) for t in config.temperatures}
 
 
-def _figure_image(config: SREvalConfig, test_sets: Mapping[str, list[EvalImage]], params: str) -> EvalImage | None:
-    """The test image of the figure (None without one); PAReconError naming the params file if it is not there."""
+def _check_figure(bench: Mapping[str, Any], profile_name: str, config: SREvalConfig, params: str) -> None:
+    """Refuse a figure whose test set or image is not there, from the names of the test folder's files (before any
+    training or evaluation): PAReconError naming the params file and ``profiles.<name>.eval.figure.set`` or
+    ``.image``."""
     if config.figure is None:
-        return None
-    images = {im.name: im for im in test_sets.get(config.figure["set"], [])}
-    if config.figure["image"] not in images:
-        raise PAReconError(f"no image {config.figure['image']!r} in test set {config.figure['set']!r}", file=params,
-                           field="eval.figure")
-    return images[config.figure["image"]]
+        return
+    key, set_name, image = f"profiles.{profile_name}.eval.figure", config.figure["set"], config.figure["image"]
+    if set_name not in bench["test_sets"]:
+        raise PAReconError(f"no test set {set_name!r}; benchmark.test_sets has {sorted(bench['test_sets'])}",
+                           file=params, field=f"{key}.set")
+    names = [path.stem for path in list_images(Path(bench["data_root"]) / bench["test_sets"][set_name])]
+    if image not in names:
+        raise PAReconError(f"no image {image!r} in test set {set_name!r}; its images: {names}", file=params,
+                           field=f"{key}.image")
+
+
+def _load_run(path: str, flag: str, device: torch.device) -> tuple[SRFlow | SRRegressor, dict[str, Any],
+                                                                    dict[str, Any]]:
+    """:func:`load_sr_run` of the training folder given by the option ``flag``, which must not be a file."""
+    return load_sr_run(training_folder(path, flag, "sr-train"), device)
 
 
 def _run_note(name: str, record: dict[str, Any], checkpoint: dict[str, Any]) -> str:
@@ -135,8 +147,9 @@ def cmd_sr_eval(args: argparse.Namespace) -> None:
     reference = load_params(args.params, "reference")
     device = pick_device(config.device, f"profiles.{profile_name}.eval.device", args.params)
     scale = int(bench["scale"])
-    flow, flow_record, flow_ckpt = load_sr_run(args.flow, device)
-    regressor, reg_record, reg_ckpt = load_sr_run(args.regression, device)
+    _check_figure(bench, profile_name, config, args.params)
+    flow, flow_record, flow_ckpt = _load_run(args.flow, "--flow", device)
+    regressor, reg_record, reg_ckpt = _load_run(args.regression, "--regression", device)
     if not isinstance(flow, SRFlow):
         raise PAReconError("not a flow run", file=Path(args.flow) / RUN_FILE, field="kind")
     if not isinstance(regressor, SRRegressor):
@@ -150,7 +163,8 @@ def cmd_sr_eval(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     test_sets = {name: load_test_set(Path(bench["data_root"]) / folder, scale)
                  for name, folder in bench["test_sets"].items()}
-    figure = _figure_image(config, test_sets, args.params)
+    figure = None if config.figure is None else next(
+        image for image in test_sets[config.figure["set"]] if image.name == config.figure["image"])
     results: dict[str, Evaluation] = {name: evaluate_methods(images, methods, scale, progress=True)
                                       for name, images in test_sets.items()}
     eval_seconds = time.perf_counter() - start
@@ -172,7 +186,8 @@ def cmd_sr_eval(args: argparse.Namespace) -> None:
                  "flow τ=0": flow_method(flow, 0.0, 1, config.seed),
                  "flow τ=0.8": flow_method(flow, 0.8, min(config.samples, 3), config.seed)}
         box = cast(Mapping[str, Any], config.figure)
-        save_sr_figure(out / "figure.png", figure, shown, scale, (box["top"], box["left"], box["size"]))
+        with params_key(args.params, f"profiles.{profile_name}.eval"):
+            save_sr_figure(out / "figure.png", figure, shown, scale, (box["top"], box["left"], box["size"]))
     write_text(out / "table.md", f"# ×{scale} super-resolution: profile `{profile_name}`\n\n{table}")
     write_json(out / "metrics.json", {name: ev.means for name, ev in results.items()})
     write_json(out / "per_image.json", {name: ev.per_image for name, ev in results.items()})
@@ -222,7 +237,7 @@ def cmd_sr(args: argparse.Namespace) -> None:
         raise PAReconError("--samples must be >= 1 and --temperature >= 0", field="--samples/--temperature")
     lr = read_image(args.image)
     device = pick_device(args.device)
-    model, _, _ = load_sr_run(args.checkpoint, device)
+    model, _, _ = _load_run(args.checkpoint, "--checkpoint", device)
     run_file = Path(args.checkpoint) / RUN_FILE
     if not isinstance(model, SRFlow):
         raise PAReconError("not a flow run (a regression baseline cannot draw samples)", file=run_file)

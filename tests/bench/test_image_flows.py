@@ -33,7 +33,6 @@ from pa_recon.flows import (
     one_hot_condition,
 )
 from pa_recon.bench.image_flows import (
-    bits_per_dim_bounds,
     bits_per_dim_loss,
     build_image_flow,
     evaluate_bits_per_dim,
@@ -364,5 +363,18 @@ def test_split_errors(tmp_path):
         load_image_splits("cifar10", tmp_path, val_size=30)
     assert err.value.field == "val_size"
     with pytest.raises(PAReconError) as err:
-        load_image_splits("cifar10", tmp_path, val_size=5, subset={"train": 0})
+        load_image_splits("cifar10", tmp_path, val_size=5, subset={"trian": 4})
     assert err.value.field == "subset"
+    with pytest.raises(PAReconError) as err:
+        load_image_splits("cifar10", tmp_path, val_size=5, subset={"train": 0})
+    assert err.value.field == "subset.train"
+
+
+@pytest.mark.parametrize("split, n", [("train", 26), ("val", 6), ("test", 7)])
+def test_a_subset_larger_than_its_split_is_refused(tmp_path, split, n):
+    write_cifar_batches(tmp_path)  # 30 training images (25 train + 5 val), 6 test images
+    largest = load_image_splits("cifar10", tmp_path, val_size=5, subset={split: n - 1})
+    assert largest.labelled(split)[0].shape[0] == n - 1
+    with pytest.raises(PAReconError, match=rf"must be an integer in \[1, {n - 1}\], got {n}") as err:
+        load_image_splits("cifar10", tmp_path, val_size=5, subset={split: n})
+    assert err.value.field == f"subset.{split}"

@@ -82,6 +82,7 @@ def test_train_eval_report_tracked_in_one_mlflow_run(tmp_path, mnist, monkeypatc
         "--out", tmp_path / "results" / "tiny")
     metrics = json.loads((tmp_path / "results" / "tiny" / "metrics.json").read_text())
     assert metrics["n_val"] == 8 and metrics["n_test"] == 8 and metrics["train_steps"] == 6
+    assert (metrics["dataset"], metrics["profile"]) == ("mnist", "smoke")
     assert 0 < metrics["test_bpd"] <= metrics["test_bpd_single_draw"] < math.inf
     assert metrics["figures"] == ["samples_T0.70.png", "interpolation.png", "split_resample_level1.png"]
     assert all((tmp_path / "results" / "tiny" / f).stat().st_size > 0 for f in metrics["figures"])
@@ -238,3 +239,60 @@ def test_flow_report_refuses_files_that_are_not_flow_eval_results_and_duplicate_
         run("flow-report", tmp_path / "a" / "tiny" / "metrics.json", tmp_path / "b" / "tiny" / "metrics.json",
             "--params", params, "--out", tmp_path / "t.md", "--metrics", tmp_path / "m.json")
     assert not (tmp_path / "t.md").exists()
+
+
+@pytest.mark.parametrize("split, n", [("train", 33), ("val", 9), ("test", 11)])
+def test_a_subset_larger_than_its_split_is_refused_before_training(tmp_path, mnist, monkeypatch, split, n):
+    """The fake MNIST has 40 training images (32 train + 8 val) and 10 test images."""
+    monkeypatch.setattr(flows, "train_image_flow", lambda *a, **k: pytest.fail("trained"))
+    params = yaml.safe_load(write_params(tmp_path, mnist).read_text())
+    params["profiles"]["smoke"]["subset"] = {split: n}
+    path = tmp_path / "subset.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(PAReconError, match=rf"must be an integer in \[1, {n - 1}\], got {n}") as err:
+        run("flow-train", "--params", path, "--model", "tiny", "--out", tmp_path / "runs")
+    assert (err.value.file, err.value.field) == (str(path), f"profiles.smoke.subset.{split}")
+    assert not (tmp_path / "runs").exists()
+
+
+def write_result(folder: Path, **result: Any) -> Path:
+    """A flow-eval metrics.json of model ``folder.name`` (profile smoke, MNIST unless ``result`` says otherwise)."""
+    path = folder / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"model": folder.name, "profile": "smoke", "dataset": "mnist", "test_bpd": 1.0,
+                                **result}))
+    return path
+
+
+@pytest.mark.parametrize("result, field, message", [
+    ({"dataset": "cifar10"}, "dataset", "dataset 'cifar10' does not match benchmark.dataset 'mnist' of "),
+    ({"profile": "gpu"}, "profile", "profile 'gpu' does not match benchmark.profile 'smoke' of "),
+])
+def test_flow_report_refuses_results_of_another_dataset_or_profile(tmp_path, mnist, result, field, message):
+    params = write_params(tmp_path, mnist)
+    good, bad = write_result(tmp_path / "tiny"), write_result(tmp_path / "other", **result)
+    with pytest.raises(PAReconError, match=message) as err:
+        run("flow-report", good, bad, "--params", params, "--out", tmp_path / "t.md", "--metrics", tmp_path / "m.json")
+    assert (err.value.file, err.value.field) == (str(bad), field)
+    assert len(str(err.value).splitlines()) == 1
+    assert not (tmp_path / "t.md").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_flow_report_takes_results_that_predate_the_dataset_key(tmp_path, mnist):
+    params = write_params(tmp_path, mnist)
+    old = tmp_path / "old" / "metrics.json"
+    old.parent.mkdir()
+    old.write_text(json.dumps({"model": "old", "profile": "smoke", "test_bpd": 1.0}))
+    run("flow-report", write_result(tmp_path / "tiny"), old, "--params", params, "--out", tmp_path / "t.md",
+        "--metrics", tmp_path / "m.json")
+    assert set(json.loads((tmp_path / "m.json").read_text())["smoke"]) == {"tiny", "old"}
+
+
+def test_flow_eval_names_a_checkpoint_file_given_for_the_training_folder(tmp_path, mnist):
+    params = write_params(tmp_path, mnist)
+    last = tmp_path / "runs" / "tiny" / "last.pt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"a checkpoint")
+    with pytest.raises(PAReconError, match="is a file; --checkpoint takes the training folder") as err:
+        run("flow-eval", "--params", params, "--model", "tiny", "--checkpoint", last, "--out", tmp_path / "results")
+    assert (err.value.file, err.value.field) == (str(last), "--checkpoint")
