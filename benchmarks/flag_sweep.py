@@ -30,6 +30,7 @@ from pa_recon.metrics import flag_auroc
 from pa_recon.priors import load_prior
 from pa_recon.recon import (FlagRule, Problem, flag_rule, flag_score, method_settings, null_space_component,
                             reconstruct)
+from pa_recon.recon.hallucination import presence_contradiction
 
 #: A flag map ``(B, 1, nz, nx)`` from the cues (std, unseen part, contradiction) of one SNR's scans.
 Scorer = Callable[[dict[str, torch.Tensor]], torch.Tensor]
@@ -58,9 +59,8 @@ def main() -> None:
         mean = maps["image"]
         null = null_space_component(scans.op, mean, lam=pipeline_rule.null_lam_fraction * scans.op_norm**2,
                                     n_iter=pipeline_rule.null_iter)
-        shows_vessel = (mean > settings["presence_threshold"]).to(mean.dtype)
         cues[snr] = {"image": mean, "std": maps["std"], "null": null,
-                     "contradiction": (shows_vessel - maps["presence"]).abs()}
+                     "contradiction": presence_contradiction(mean, maps["presence"], settings["presence_threshold"])}
         print(f"{snr:g} dB: posterior of {len(y)} scans done", flush=True)
 
     def aurocs(scorer: Scorer) -> dict[str, float]:
@@ -73,7 +73,7 @@ def main() -> None:
         return lambda c: flag_score(c["std"], c["null"], c["contradiction"], rule)
 
     fixed = {"pipeline rule": aurocs(rule_scorer(pipeline_rule)), "std alone": aurocs(lambda c: c["std"]),
-             "|unseen part| alone": aurocs(lambda c: c["null"].abs()),
+             "unseen part (absolute) alone": aurocs(lambda c: c["null"].abs()),
              "contradiction alone": aurocs(lambda c: c["contradiction"])}
     rules = []
     for std_scale, null_scale, weights in itertools.product(args.std_scales, args.null_scales,

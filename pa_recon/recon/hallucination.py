@@ -106,6 +106,13 @@ def remove_small_regions(mask: torch.Tensor, min_size: int) -> torch.Tensor:
     return torch.from_numpy(out).to(mask.device)
 
 
+def presence_contradiction(estimate: torch.Tensor, presence: torch.Tensor,
+                           threshold: float) -> torch.Tensor:
+    """The presence cue ``|1[x̂ > threshold] − presence|``: the fraction of samples that contradict ``estimate`` about
+    whether a pixel shows a vessel; all ``(B, *image_shape)``."""
+    return ((estimate > threshold).to(estimate.dtype) - presence).abs()
+
+
 def flag_score(std: torch.Tensor, null: torch.Tensor, contradiction: torch.Tensor | None,
                rule: FlagRule = FlagRule()) -> torch.Tensor:
     """The noisy-OR ``score`` in [0, 1] of the module notes from the cues' raw values, all ``(B, *image_shape)``:
@@ -140,9 +147,9 @@ def hallucination_map(
     norm = (operator_norm(op, dtype=x.dtype, device=x.device) if op_norm is None
             else check_number(op_norm, "op_norm", minimum=0))
     null = null_space_component(op, x, lam=rule.null_lam_fraction * norm**2, n_iter=rule.null_iter)
-    contradiction = None
+    presence_cue = None
     if posterior.presence is not None and posterior.presence_threshold is not None:
-        contradiction = ((x > posterior.presence_threshold).to(x.dtype) - posterior.presence).abs()
-    score = flag_score(posterior.std, null, contradiction, rule)
+        presence_cue = presence_contradiction(x, posterior.presence, posterior.presence_threshold)
+    score = flag_score(posterior.std, null, presence_cue, rule)
     mask = remove_small_regions(score >= rule.threshold, rule.min_size)
     return HallucinationResult(score, mask, null)

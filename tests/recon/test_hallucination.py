@@ -17,6 +17,7 @@ from pa_recon.recon import (
     remove_small_regions,
     scan_values,
 )
+from pa_recon.recon.hallucination import presence_contradiction
 
 #: The unseen block of a (1, 4, 5) image: rows 1–2, columns 3–4.
 BLIND = torch.zeros(1, 4, 5, dtype=torch.bool)
@@ -145,3 +146,10 @@ def test_flag_score_is_the_noisy_or_of_the_scaled_cues():
     torch.testing.assert_close(flag_score(std, null, contradiction, rule), torch.full_like(std, 0.78125))
     torch.testing.assert_close(flag_score(std, null, None, rule), torch.full_like(std, 0.75))
     assert flag_score(torch.zeros_like(std), torch.zeros_like(std), torch.zeros_like(std)).eq(0).all()
+
+
+def test_presence_contradiction_is_the_fraction_of_samples_that_disagree():
+    estimate = torch.tensor([[[[0.5, 0.1], [0.3, 0.0]]]])
+    presence = torch.tensor([[[[0.75, 0.25], [0.0, 1.0]]]])
+    expected = torch.tensor([[[[0.25, 0.25], [1.0, 1.0]]]])
+    torch.testing.assert_close(presence_contradiction(estimate, presence, 0.2), expected)
