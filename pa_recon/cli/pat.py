@@ -27,6 +27,7 @@ from pa_recon.cli.common import (
     pick_device,
 )
 from pa_recon.data.hdf5io import (
+    data_digest,
     read_measurements,
     read_phantoms,
     read_reconstructions,
@@ -148,7 +149,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
              **{f"settings_{k}": str(v) for k, v in job.settings.items()}}
     write_reconstructions(args.out, {name: out.maps["image"]}, grid, Path(args.measurements).name,
                           maps=_named(name, out.maps), per_scan=_named(name, out.per_scan),
-                          labels=_named(name, out.labels), attrs=attrs)
+                          labels=_named(name, out.labels), attrs=attrs, source_digest=data_digest(args.measurements))
 
 
 def _named(name: str, values: Mapping[str, T]) -> dict[str, T]:
@@ -171,6 +172,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     meas = read_measurements(args.measurements)
     if meas.p0 is None:
         raise PAReconError("no ground truth to evaluate against", file=args.measurements, field="/ground_truth/p0")
+    digest = data_digest(args.measurements)
     images: dict[str, np.ndarray] = {}
     sources: dict[str, str] = {}
     maps: dict[str, np.ndarray] = {}
@@ -181,6 +183,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         if recon.grid != meas.grid:
             raise PAReconError(f"grid {recon.grid} differs from the measurement file's {meas.grid}: a reconstruction "
                                "of other data", file=path, field="/grid")
+        if recon.source_digest is None:
+            warnings.warn(f"{path} does not record which data it reconstructs (written by an older pa-recon); "
+                          f"it is taken to be of {args.measurements}", stacklevel=1)
+        elif recon.source_digest != digest:
+            raise PAReconError(f"reconstructs other data than {args.measurements} (of {recon.source_measurements!r}, "
+                               "whose data digest differs): evaluate each reconstruction against its own "
+                               "measurement file", file=path, field="/@source_data_sha256")
         for method, stack in recon.images.items():
             if method in sources:
                 raise PAReconError(f"a second reconstruction named {method!r}, after the one in {sources[method]}; "

@@ -10,6 +10,7 @@ Geometry travels as plain dicts: the grid as ``{nx, nz, dx}`` (``Grid.to_dict()`
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,6 +38,7 @@ __all__ = [
     "Measurements",
     "Phantoms",
     "Reconstructions",
+    "data_digest",
     "file_kind",
     "n_scans",
     "read_measurements",
@@ -51,7 +53,7 @@ GRID_KEYS = ("nx", "nz", "dx")
 ARRAY_KEYS = ("element_x", "fs", "n_samples", "sound_speed", "t0", "z_array", "element_width",
               "center_frequency", "fractional_bandwidth")
 # Root attributes the writers set themselves; user attributes may not override them.
-_RESERVED_ROOT = {"format_version", "kind", "source_measurements"}
+_RESERVED_ROOT = {"format_version", "kind", "source_measurements", "source_data_sha256"}
 
 FilePath = str | PathLike[str]
 
@@ -82,8 +84,9 @@ class Measurements:
 @dataclass
 class Reconstructions:
     """Images ``{method: (n, nz, nx)}``, maps ``{name: (n, nz, nx)}``, the grid dict, the source measurement
-    file name, the root attributes, per-scan values ``{name: (n,)}`` and, for the per-scan values that are
-    integer codes, the name of each code (``labels[name][code]``)."""
+    file name, the root attributes, per-scan values ``{name: (n,)}``, for the per-scan values that are
+    integer codes the name of each code (``labels[name][code]``), and the :func:`data_digest` of the source
+    measurements (``None`` in files written before it was recorded)."""
 
     images: dict[str, np.ndarray]
     maps: dict[str, np.ndarray]
@@ -92,6 +95,7 @@ class Reconstructions:
     attrs: dict[str, Any] = field(default_factory=dict)
     per_scan: dict[str, np.ndarray] = field(default_factory=dict)
     labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    source_digest: str | None = None
 
 
 def write_phantoms(path: FilePath, images: np.ndarray, grid: Mapping[str, Any], *,
@@ -130,16 +134,19 @@ def write_reconstructions(path: FilePath, images: Mapping[str, np.ndarray], grid
                           source_measurements: FilePath, *, maps: Mapping[str, np.ndarray] | None = None,
                           per_scan: Mapping[str, np.ndarray] | None = None,
                           labels: Mapping[str, Sequence[str]] | None = None,
-                          attrs: Mapping[str, Any] | None = None) -> Path:
+                          attrs: Mapping[str, Any] | None = None, source_digest: str | None = None) -> Path:
     """Write one image stack ``(n_scans, nz, nx)`` per method name, optional per-scan maps of the same shape
     (e.g. ``posterior_std``, ``hallucination``), optional per-scan values ``(n_scans,)`` (e.g. ``tv_chi2``), the
     grid and the source measurement file name. ``labels[name]`` names the codes of the integer per-scan value
-    ``name`` (stored as its ``labels`` attribute)."""
+    ``name`` (stored as its ``labels`` attribute). ``source_digest``: the source's :func:`data_digest`, which
+    lets a reader tell those data apart from any others of the same shape."""
     labels = dict(labels or {})
 
     def fill(f: h5py.File, spec: FileSpec) -> None:
         _put_grid(f, grid)
         f.attrs["source_measurements"] = _attribute_value(os.fspath(source_measurements), "/@source_measurements")
+        if source_digest is not None:
+            f.attrs["source_data_sha256"] = _attribute_value(source_digest, "/@source_data_sha256")
         for group, stacks in (("reconstructions", images), ("maps", maps or {}), ("per_scan", per_scan or {})):
             for name, stack in stacks.items():
                 _put_dataset(f, spec, f"/{group}/{_member_name(name, group)}", stack)
@@ -186,9 +193,22 @@ def read_reconstructions(path: FilePath, *, start: int = 0, stop: int | None = N
                   for group in ("reconstructions", "maps", "per_scan")}
         labels = {name: names for name in stacks["per_scan"]
                   if (names := _labels(f, spec, path, f"/per_scan/{name}")) is not None}
+        digest = f.attrs.get("source_data_sha256")
         return Reconstructions(images=stacks["reconstructions"], maps=stacks["maps"], grid=_grid(f),
                                source_measurements=str(_plain(f.attrs["source_measurements"])), attrs=_attrs(f),
-                               per_scan=stacks["per_scan"], labels=labels)
+                               per_scan=stacks["per_scan"], labels=labels,
+                               source_digest=None if digest is None else str(_plain(digest)))
+
+
+def data_digest(path: FilePath, *, chunk: int = 64) -> str:
+    """SHA-256 (hex) of a measurement file's data: their shape, dtype and values as stored, read ``chunk`` scans
+    at a time. Two files with the same data give the same digest, wherever they lie and whatever they are named."""
+    with _open_valid(path, "measurements") as (f, _, dims):
+        data = f["/measurements/data"]
+        digest = hashlib.sha256(f"{data.dtype.str}{data.shape}".encode())
+        for start in range(0, dims["n_scans"], chunk):
+            digest.update(np.ascontiguousarray(data[start:start + chunk]).tobytes())
+    return digest.hexdigest()
 
 
 def file_kind(path: FilePath) -> str:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pa_recon.cli import main
-from pa_recon.data.hdf5io import write_measurements, write_reconstructions
+from pa_recon.data.hdf5io import data_digest, write_measurements, write_reconstructions
 from pa_recon.physics import LinearArray
 
 GRID = {"nx": 16, "nz": 16, "dx": 2e-4}
@@ -27,7 +27,7 @@ def files(tmp_path_factory):
                        snr_db=np.array([40.0, 40.0, 20.0, 20.0]))
     for name, method, noise in (("bp", "bp", 0.3), ("tv", "tv", 0.1), ("map", "map", 0.05), ("tv_again", "tv", 0.2)):
         image = np.clip(truth + noise * rng.normal(size=truth.shape), 0, None).astype(np.float32)
-        write_reconstructions(paths[name], {method: image}, GRID, "meas.h5")
+        write_reconstructions(paths[name], {method: image}, GRID, "meas.h5", source_digest=data_digest(paths["meas"]))
     for name, extra in (("ranked", ["--ranking", "bp", "tv"]), ("plain", [])):
         paths[name] = d / name / "metrics.json"
         assert main(["evaluate", str(paths["meas"]), str(paths["bp"]), str(paths["tv"]),

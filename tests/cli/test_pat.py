@@ -13,6 +13,7 @@ from ipasc_fixture import line_positions, write_pacfish_file
 
 from pa_recon.cli import main
 from pa_recon.data.hdf5io import (
+    data_digest,
     read_measurements,
     read_phantoms,
     read_reconstructions,
@@ -258,6 +259,31 @@ def test_evaluate_refuses_a_reconstruction_on_another_grid(run, tmp_path, capsys
     write_reconstructions(other, recon.images, {**recon.grid, "dx": 2 * recon.grid["dx"]}, "elsewhere.h5")
     assert main(["evaluate", str(files["meas"]), str(other), "--metrics", str(tmp_path / "m.json")]) == 2
     assert "other_dx.h5: /grid: grid" in capsys.readouterr().err and not (tmp_path / "m.json").exists()
+
+
+def test_evaluate_refuses_a_reconstruction_of_other_data_of_the_same_shape(run, tmp_path, capsys):
+    _, files, params = run
+    recon = read_reconstructions(files["tv"])
+    assert recon.source_digest == data_digest(files["meas"])
+    other = tmp_path / "meas.h5"
+    meas = read_measurements(files["meas"])
+    write_measurements(other, meas.data[::-1].copy(), meas.array, meas.grid, meas.noise_sigma, p0=meas.p0,
+                       snr_db=meas.snr_db)
+    assert main(["evaluate", str(other), str(files["tv"]), "--metrics", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"{files['tv']}: /@source_data_sha256: reconstructs other data than {other}" in err
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_evaluate_takes_a_reconstruction_without_a_digest_with_a_warning(run, tmp_path, capsys):
+    d, files, _ = run
+    old = tmp_path / "tv.h5"
+    recon = read_reconstructions(files["tv"])
+    write_reconstructions(old, recon.images, recon.grid, recon.source_measurements, per_scan=recon.per_scan)
+    assert main(["evaluate", str(files["meas"]), str(files["bp"]), str(files["cgls"]), str(old),
+                 "--metrics", str(tmp_path / "m.json")]) == 0
+    assert f"warning: {old} does not record which data it reconstructs" in capsys.readouterr().err
+    assert json.loads((tmp_path / "m.json").read_text()) == json.loads((d / "report" / "metrics.json").read_text())
 
 
 def test_evaluate_needs_ground_truth(run, tmp_path, capsys):

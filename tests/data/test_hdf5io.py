@@ -9,6 +9,7 @@ import pytest
 
 from pa_recon.data import hdf5io
 from pa_recon.data.hdf5io import (
+    data_digest,
     file_kind,
     n_scans,
     read_measurements,
@@ -86,9 +87,36 @@ def test_reconstructions_round_trip(tmp_path):
         np.testing.assert_array_equal(r.images[name], stack)
         assert r.images[name].dtype == stack.dtype
     np.testing.assert_array_equal(r.maps["hallucination"], maps["hallucination"])
-    assert r.source_measurements == "scans.h5" and Grid.from_dict(r.grid) == GRID
+    assert r.source_measurements == "scans.h5" and Grid.from_dict(r.grid) == GRID and r.source_digest is None
     np.testing.assert_array_equal(read_reconstructions(path, start=1).images["backprojection"],
                                   images["backprojection"][1:])
+
+
+def test_reconstructions_keep_the_digest_of_their_source(tmp_path):
+    path = write_reconstructions(tmp_path / "r.h5", {"bp": np.zeros((2, 5, 6))}, GRID.to_dict(), "scans.h5",
+                                 source_digest="ab" * 32)
+    assert read_reconstructions(path).source_digest == "ab" * 32
+    with pytest.raises(PAReconError, match="set by the writer") as err:
+        write_reconstructions(tmp_path / "s.h5", {"bp": np.zeros((2, 5, 6))}, GRID.to_dict(), "scans.h5",
+                              attrs={"source_data_sha256": "ab" * 32})
+    assert err.value.field == "/@source_data_sha256"
+
+
+def test_data_digest_depends_on_the_data_alone(tmp_path):
+    data = np.random.default_rng(3).normal(size=(5, 4, 9)).astype(np.float32)
+
+    def digest(name: str, values: np.ndarray, chunk: int = 64, sigma: float = 0.1) -> str:
+        write_measurements(tmp_path / name, values, ARRAY.to_dict(), GRID.to_dict(), sigma)
+        return data_digest(tmp_path / name, chunk=chunk)
+
+    first = digest("a.h5", data)
+    assert len(first) == 64 and int(first, 16) >= 0
+    # Another name, other chunks and other per-scan values leave it; one changed value, dtype or shape do not.
+    assert digest("b.h5", data, chunk=2, sigma=0.2) == first
+    changed = data.copy()
+    changed[4, 3, 8] += 1e-3
+    assert len({first, digest("c.h5", changed), digest("d.h5", data.astype(np.float64)),
+                digest("e.h5", data[:4])}) == 4
 
 
 STOP = ("max_steps", "discrepancy", "diverged")
