@@ -33,7 +33,7 @@ from pa_recon.cli.common import (
     pick_device,
     training_folder,
 )
-from pa_recon.data.sr_images import list_images, read_image, to_uint8
+from pa_recon.data.sr_images import is_greyscale, list_images, read_image, to_uint8
 from pa_recon.errors import PAReconError
 from pa_recon.report import write_text
 from pa_recon.train import TrainConfig
@@ -220,7 +220,8 @@ def _log_eval(bench: dict[str, Any], checkpoint: dict[str, Any], results: dict[s
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    """Write a uint8 RGB image atomically (a temporary file in the same folder, then a rename)."""
+    """Write a uint8 RGB ``(H, W, 3)`` or grey ``(H, W)`` image atomically (a temporary file in the same folder, then
+    a rename)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
     os.close(fd)
     try:
@@ -232,10 +233,12 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 
 def cmd_sr(args: argparse.Namespace) -> None:
-    """Super-resolve one image with a trained flow: ``--samples`` PNGs at ``--temperature`` in ``--out``."""
+    """Super-resolve one image with a trained flow: ``--samples`` PNGs at ``--temperature`` in ``--out``; a grey
+    image gives grey PNGs (the mean of the model's three channels)."""
     if args.samples < 1 or not args.temperature >= 0:
         raise PAReconError("--samples must be >= 1 and --temperature >= 0", field="--samples/--temperature")
     lr = read_image(args.image)
+    grey = is_greyscale(args.image)
     device = pick_device(args.device)
     model, _, _ = _load_run(args.checkpoint, "--checkpoint", device)
     run_file = Path(args.checkpoint) / RUN_FILE
@@ -249,7 +252,8 @@ def cmd_sr(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.image).stem
     for k, image in enumerate(outputs):
-        _write_png(out / f"{stem}_x{args.scale}_t{args.temperature:g}_{k}.png", to_uint8(image))
+        _write_png(out / f"{stem}_x{args.scale}_t{args.temperature:g}_{k}.png",
+                   to_uint8(image.mean(axis=-1) if grey else image))
     deterministic = " (temperature 0 is deterministic: one image)" if len(outputs) < args.samples else ""
     print(f"{len(outputs)} image(s) of {outputs.shape[2]}×{outputs.shape[1]} written to {out}{deterministic}")
 

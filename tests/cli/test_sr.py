@@ -58,6 +58,21 @@ def test_sr_writes_the_requested_number_of_samples_at_four_times_the_size(files)
     assert not np.array_equal(arrays[0], arrays[1])
 
 
+def test_sr_gives_a_grey_image_grey_outputs_the_mean_of_the_models_channels(files):
+    d, _ = files
+    levels = np.random.default_rng(1).integers(0, 256, (5, 7), dtype=np.uint8)
+    Image.fromarray(levels).save(d / "grey.png")
+    Image.fromarray(np.repeat(levels[..., None], 3, axis=-1)).save(d / "rgb.png")
+    for name in ("grey", "rgb"):
+        run("sr", str(d / f"{name}.png"), "--temperature", "0", "--out", str(d / "levels"),
+            "--checkpoint", str(d / "flow"), "--device", "cpu")
+    grey = Image.open(d / "levels" / "grey_x4_t0_0.png")
+    rgb = np.asarray(Image.open(d / "levels" / "rgb_x4_t0_0.png")).astype(float)
+    assert grey.mode == "L" and grey.size == (28, 20)
+    assert np.ptp(rgb, axis=-1).max() > 0  # the model's channels differ, so the grey image is their mean
+    np.testing.assert_allclose(np.asarray(grey), rgb.mean(axis=-1), atol=1)
+
+
 def test_sr_errors_name_the_file(files):
     d, image = files
     common = ["--out", str(d / "bad"), "--checkpoint", str(d / "flow"), "--device", "cpu"]
