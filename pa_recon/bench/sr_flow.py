@@ -530,6 +530,16 @@ def results_markdown(results: Mapping[str, Evaluation], scale: int, reference: M
     return "\n".join([*lines, *notes, ""])
 
 
+def figure_crop(image: EvalImage, box: tuple[int, int, int]) -> tuple[slice, slice]:
+    """The HR rows and columns of ``box`` = (top, left, size) in HR pixels; a :class:`PAReconError` about
+    ``figure`` if the box does not fit in ``image``."""
+    top, left, size = box
+    h, w = image.hr.shape[:2]
+    if not (0 <= top and 0 <= left and size > 0 and top + size <= h and left + size <= w):
+        raise PAReconError(f"crop {box} does not fit the {h}×{w} image {image.name}", field="figure")
+    return slice(top, top + size), slice(left, left + size)
+
+
 def save_sr_figure(path: str | os.PathLike[str], image: EvalImage, methods: Mapping[str, Method], scale: int,
                    box: tuple[int, int, int]) -> None:
     """A PNG of one HR crop ``box`` = (top, left, size) in HR pixels: the LR crop (nearest-neighbour ×scale), every
@@ -539,11 +549,7 @@ def save_sr_figure(path: str | os.PathLike[str], image: EvalImage, methods: Mapp
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    top, left, size = box
-    h, w = image.hr.shape[:2]
-    if not (0 <= top and 0 <= left and size > 0 and top + size <= h and left + size <= w):
-        raise PAReconError(f"crop {box} does not fit the {h}×{w} image {image.name}", field="figure")
-    crop = (slice(top, top + size), slice(left, left + size))
+    crop = figure_crop(image, box)
     lr_big = np.repeat(np.repeat(image.lr, scale, axis=0), scale, axis=1)
     panels = [("LR (nearest)", lr_big[crop] / 255.0)]
     for name, method in methods.items():

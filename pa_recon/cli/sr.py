@@ -17,7 +17,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from pa_recon.bench.sr_flow import (
     build_sr_model,
     encoder_start,
     evaluate_methods,
+    figure_crop,
     flow_method,
     load_sr_run,
     load_test_set,
@@ -148,6 +149,14 @@ def cmd_sr_eval(args: argparse.Namespace) -> None:
     device = pick_device(config.device, f"profiles.{profile_name}.eval.device", args.params)
     scale = int(bench["scale"])
     _check_figure(bench, profile_name, config, args.params)
+    test_sets = {name: load_test_set(Path(bench["data_root"]) / folder, scale)
+                 for name, folder in bench["test_sets"].items()}
+    figure, box = None, (0, 0, 0)
+    if config.figure is not None:
+        figure = next(image for image in test_sets[config.figure["set"]] if image.name == config.figure["image"])
+        box = (config.figure["top"], config.figure["left"], config.figure["size"])
+        with params_key(args.params, f"profiles.{profile_name}.eval"):
+            figure_crop(figure, box)  # before loading the models and the evaluation, which takes minutes
     flow, flow_record, flow_ckpt = _load_run(args.flow, "--flow", device)
     regressor, reg_record, reg_ckpt = _load_run(args.regression, "--regression", device)
     if not isinstance(flow, SRFlow):
@@ -161,10 +170,6 @@ def cmd_sr_eval(args: argparse.Namespace) -> None:
     methods: dict[str, Method] = {"bicubic": bicubic_method(scale), "regression (L1)": regression_method(regressor),
                                   **_flow_rows(flow, config)}
     start = time.perf_counter()
-    test_sets = {name: load_test_set(Path(bench["data_root"]) / folder, scale)
-                 for name, folder in bench["test_sets"].items()}
-    figure = None if config.figure is None else next(
-        image for image in test_sets[config.figure["set"]] if image.name == config.figure["image"])
     results: dict[str, Evaluation] = {name: evaluate_methods(images, methods, scale, progress=True)
                                       for name, images in test_sets.items()}
     eval_seconds = time.perf_counter() - start
@@ -185,9 +190,7 @@ def cmd_sr_eval(args: argparse.Namespace) -> None:
         shown = {"bicubic": methods["bicubic"], "regression (L1)": methods["regression (L1)"],
                  "flow τ=0": flow_method(flow, 0.0, 1, config.seed),
                  "flow τ=0.8": flow_method(flow, 0.8, min(config.samples, 3), config.seed)}
-        box = cast(Mapping[str, Any], config.figure)
-        with params_key(args.params, f"profiles.{profile_name}.eval"):
-            save_sr_figure(out / "figure.png", figure, shown, scale, (box["top"], box["left"], box["size"]))
+        save_sr_figure(out / "figure.png", figure, shown, scale, box)
     write_text(out / "table.md", f"# ×{scale} super-resolution: profile `{profile_name}`\n\n{table}")
     write_json(out / "metrics.json", {name: ev.means for name, ev in results.items()})
     write_json(out / "per_image.json", {name: ev.per_image for name, ev in results.items()})

@@ -172,6 +172,16 @@ def test_a_figure_image_that_is_not_there_is_refused_before_training_or_evaluati
         assert (err.value.file, err.value.field) == (str(path), field)
 
 
+def test_sr_eval_refuses_a_figure_crop_outside_its_image_before_loading_a_model(tmp_path, test_images, monkeypatch):
+    monkeypatch.setattr(sr, "load_sr_run", lambda *a: pytest.fail("a run loaded"))
+    path = write_sr_params(tmp_path, lambda p: p["eval"]["figure"].update(top=8, left=0, size=12))
+    with pytest.raises(PAReconError, match=r"crop \(8, 0, 12\) does not fit the 16×16 image") as err:
+        run("sr-eval", "--params", str(path), "--flow", "flow", "--regression", "regression",
+            "--out", str(tmp_path / "results"))
+    assert (err.value.file, err.value.field) == (str(path), "profiles.smoke.eval.figure")
+    assert not (tmp_path / "results").exists()
+
+
 def test_sr_train_reads_the_training_data_when_the_figure_image_is_there(tmp_path, test_images, monkeypatch):
     monkeypatch.setattr(sr, "load_training_images", lambda *a: pytest.fail("training data read"))
     with pytest.raises(pytest.fail.Exception, match="training data read"):
