@@ -16,7 +16,7 @@ from pa_recon.errors import PAReconError
 from pa_recon.flows.registry import randomize_parameters
 from pa_recon.physics import Grid, LinearArray, PATOperator
 from pa_recon.priors import FlowPrior, flow_config_for, save_prior
-from pa_recon.recon import STOP_REASONS, method_settings
+from pa_recon.recon import START_KINDS, STOP_REASONS, method_settings
 
 GRID = Grid(nx=12, nz=10, dx=2e-4)
 ARRAY = LinearArray.uniform(12, 2e-4, fs=20e6, n_samples=48)
@@ -90,7 +90,7 @@ def cluster():
 
 
 @pytest.mark.parametrize("method, settings, values", [
-    ("map", {"steps": 3}, {"chi2", "stop_reason", "steps", "objective"}),
+    ("map", {"steps": 3}, {"chi2", "stop_reason", "steps", "objective", "start", "start_nll"}),
     ("posterior", {"n_samples": 4, "chunk": 3}, {"chi2", "acceptance", "samples", "chi2_median", "scan_flag"}),
 ])
 def test_prior_methods_on_a_dask_scheduler_equal_the_local_path(with_prior, cluster, method, settings, values):
@@ -98,7 +98,7 @@ def test_prior_methods_on_a_dask_scheduler_equal_the_local_path(with_prior, clus
     job = ReconJob(meas, method, settings, seed=3, prior=prior)
     local = reconstruct_file(job, batch_size=2)
     assert local.per_scan.keys() == values and all(v.shape == (5,) for v in local.per_scan.values())
-    assert local.labels == ({"stop_reason": STOP_REASONS} if method == "map" else {})
+    assert local.labels == ({"stop_reason": STOP_REASONS, "start": START_KINDS} if method == "map" else {})
     assert_equal_outputs(reconstruct_file(job, batch_size=2, scheduler="distributed",
                                           address=cluster.scheduler_address), local)
 

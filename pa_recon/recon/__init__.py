@@ -25,7 +25,7 @@ from pa_recon.recon.hallucination import (
 )
 from pa_recon.recon.latent import map_latent
 from pa_recon.recon.lbfgs import LBFGSSettings
-from pa_recon.recon.map import map_image
+from pa_recon.recon.map import START_KINDS, map_image
 from pa_recon.recon.map_common import MAPResult, chi_square, total_sigma
 from pa_recon.recon.methods import (
     METHODS,
@@ -47,6 +47,7 @@ from pa_recon.recon.tv import gradient, gradient_adjoint, total_variation, tv_re
 
 __all__ = [
     "METHODS",
+    "START_KINDS",
     "STOP_REASONS",
     "AdamSettings",
     "FlagRule",

@@ -26,6 +26,9 @@ from pa_recon.recon.tv import TV_ITERS, TV_LAM_FRACTION, tv_reconstruction
 Start = Literal["auto", "backprojection", "prior", "tv", "latent"]
 #: The named starts of :func:`map_image`.
 STARTS: tuple[str, ...] = get_args(Start)
+#: What a scan of :func:`map_image` started from (``MAPResult.starts``): a named start that ``"auto"`` resolves
+#: to, or a given image.
+START_KINDS: tuple[str, ...] = ("backprojection", "prior", "tv", "latent", "image")
 
 
 def check_start(name: object, field: str = "x0") -> str:
@@ -46,6 +49,7 @@ def map_image(
     settings: AdamSettings | LBFGSSettings = AdamSettings(),
     op_norm: float | None = None,
     latent_settings: AdamSettings | LBFGSSettings = LATENT_SETTINGS,
+    latent_nll_max: float | None = None,
 ) -> MAPResult:
     """Image-space MAP: minimise ``½‖A x − y‖²/σ² + lam · NLL(x [| c])`` for data ``y`` ``(B, *op.data_shape)``.
 
@@ -58,31 +62,52 @@ def map_image(
     :func:`~pa_recon.recon.latent.map_latent` with ``latent_settings``, same data and ``sigma``: an image on the
     prior's range that fits the data, which the image-space steps then free from that range); ``"auto"``
     (``"latent"`` for a conditional prior, ``"tv"`` for a marginal one, whose latent MAP fits the data poorly); or
-    an image ``(B, *op.image_shape)``, which is copied. ``settings``: :class:`AdamSettings` or
-    :class:`~pa_recon.recon.lbfgs.LBFGSSettings`; the learning rate is in image units per step. Returns
-    :class:`~pa_recon.recon.map_common.MAPResult` (``latents`` is ``None``).
+    an image ``(B, *op.image_shape)``, which is copied. ``latent_nll_max`` (nats per pixel; ``"auto"`` only): a
+    scan whose latent start the prior scores above it starts from TV instead. A latent MAP the prior finds
+    atypical marks data unlike its training images, where that image on the prior's range is a biased start.
+    ``settings``: :class:`AdamSettings` or :class:`~pa_recon.recon.lbfgs.LBFGSSettings`; the learning rate is in
+    image units per step. Returns :class:`~pa_recon.recon.map_common.MAPResult` (``latents`` is ``None``;
+    ``starts`` one of :data:`START_KINDS` per scan; ``start_nll`` the NLL per pixel of a latent start).
     """
     y, sigma, prior = check_inputs(op, y, sigma, prior)
     lam = check_number(lam, "lam", minimum=0)
+    if latent_nll_max is not None:
+        latent_nll_max = check_number(latent_nll_max, "latent_nll_max")
+        require(isinstance(x0, str) and x0 == "auto", "applies to the start 'auto' only", "latent_nll_max")
     cond = prior_condition(prior, op, y)
+    start_nll = None
     if isinstance(x0, str):
-        if check_start(x0) == "auto":
-            x0 = "latent" if prior.conditional else "tv"
-        if x0 == "latent":
+        name = check_start(x0)
+        if name == "auto":
+            name = "latent" if prior.conditional else "tv"
+        starts = [name] * y.shape[0]
+        if name == "latent":
             start = latent_descent(op, y, sigma, prior, cond, zero_latents(prior, y), latent_settings).image
+            with torch.no_grad():
+                start_nll = prior.nll(start, cond) / start[0].numel()
+            if latent_nll_max is not None and bool((off := start_nll > latent_nll_max).any()):
+                start = start.clone()
+                start[off] = _tv_start(op, y[off], op_norm)
+                starts = ["tv" if o else name for o in off.tolist()]
         else:
             with torch.no_grad():
-                if x0 == "backprojection":
+                if name == "backprojection":
                     start = back_projection(op, y, nonneg=True)
-                elif x0 == "tv":
-                    norm = operator_norm(op, dtype=y.dtype, device=y.device) if op_norm is None else op_norm
-                    start = tv_reconstruction(op, y, lam=TV_LAM_FRACTION * norm**2, n_iter=TV_ITERS,
-                                              op_norm=norm).image
+                elif name == "tv":
+                    start = _tv_start(op, y, op_norm)
                 else:
                     start = prior.generate(zero_latents(prior, y), cond)
         x = initial_image(op, y, start)
     else:
+        starts = ["image"] * y.shape[0]
         x = initial_image(op, y, x0)
     (x,), history, stopped, steps = minimise(
         op, y, sigma, [x], lambda v: v[0], lambda v, image: lam * prior.nll(image, cond), settings)
-    return MAPResult(x.detach(), history, stopped, steps, None)
+    return MAPResult(x.detach(), history, stopped, steps, None, tuple(starts), start_nll)
+
+
+def _tv_start(op: LinearOperator, y: torch.Tensor, op_norm: float | None) -> torch.Tensor:
+    """The TV image of data ``y`` ``(B, *op.data_shape)`` with the ``tv`` method's defaults, ``(B, *op.image_shape)``."""
+    with torch.no_grad():
+        norm = operator_norm(op, dtype=y.dtype, device=y.device) if op_norm is None else op_norm
+        return tv_reconstruction(op, y, lam=TV_LAM_FRACTION * norm**2, n_iter=TV_ITERS, op_norm=norm).image

@@ -26,6 +26,8 @@ class MAPResult(NamedTuple):
     each step (constant once a scan has stopped; non-finite at the step where a scan diverged); ``stopped`` the
     reason each scan stopped (one of :data:`~pa_recon.recon.descent.STOP_REASONS`); ``steps`` ``(B,)`` the steps
     each scan took (for L-BFGS its objective evaluations); ``latents`` the final latents of a latent-space MAP, else ``None``.
+    An image-space MAP also gives ``starts``, what each scan started from, and ``start_nll`` ``(B,)``, the prior's
+    NLL in nats per pixel of a latent-MAP start (``None`` without one).
     """
 
     image: torch.Tensor
@@ -33,6 +35,8 @@ class MAPResult(NamedTuple):
     stopped: tuple[str, ...]
     steps: torch.Tensor
     latents: list[torch.Tensor] | None
+    starts: tuple[str, ...] | None = None
+    start_nll: torch.Tensor | None = None
 
 
 def chi_square(op: LinearOperator, x: torch.Tensor, y: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

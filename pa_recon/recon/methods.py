@@ -26,7 +26,7 @@ from pa_recon.recon.descent import STOP_REASONS
 from pa_recon.recon.hallucination import FlagRule, hallucination_map
 from pa_recon.recon.latent import LATENT_SETTINGS, map_latent
 from pa_recon.recon.lbfgs import LBFGSSettings
-from pa_recon.recon.map import check_start, map_image
+from pa_recon.recon.map import START_KINDS, check_start, map_image
 from pa_recon.recon.map_common import MAPResult, chi_square, total_sigma
 from pa_recon.recon.posterior import Generators, check_sampling, posterior_sampling, scan_values
 from pa_recon.recon.tv import TV_ITERS, TV_LAM_FRACTION, tv_reconstruction
@@ -108,11 +108,19 @@ def descent_settings(s: Mapping[str, Any]) -> AdamSettings | LBFGSSettings:
 
 def _map_output(result: MAPResult) -> MethodOutput:
     """The MAP image; per scan the reason it stopped (a code into :data:`STOP_REASONS`), its steps and its final
-    objective (nats)."""
-    codes = torch.tensor([STOP_REASONS.index(reason) for reason in result.stopped], device=result.steps.device)
-    return MethodOutput({"image": result.image},
-                        {"stop_reason": codes, "steps": result.steps, "objective": result.history[-1]},
-                        {"stop_reason": STOP_REASONS})
+    objective (nats), and for an image-space MAP its start (a code into :data:`START_KINDS`) and the NLL per pixel
+    of a latent start."""
+    def codes(names: tuple[str, ...], labels: tuple[str, ...]) -> torch.Tensor:
+        return torch.tensor([labels.index(name) for name in names], device=result.steps.device)
+
+    per_scan = {"stop_reason": codes(result.stopped, STOP_REASONS), "steps": result.steps,
+                "objective": result.history[-1]}
+    labels = {"stop_reason": STOP_REASONS}
+    if result.starts is not None:
+        per_scan["start"], labels["start"] = codes(result.starts, START_KINDS), START_KINDS
+    if result.start_nll is not None:
+        per_scan["start_nll"] = result.start_nll
+    return MethodOutput({"image": result.image}, per_scan, labels)
 
 
 def _likelihood_sigma(p: Problem, s: Mapping[str, Any]) -> torch.Tensor:
@@ -136,7 +144,7 @@ def _prior_weight(p: Problem, s: Mapping[str, Any]) -> float:
 def _map(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
     return _map_output(map_image(p.op, p.y, _likelihood_sigma(p, s), p.prior, lam=_prior_weight(p, s),
                                  x0=s["init"], settings=descent_settings(s), op_norm=p.op_norm,
-                                 latent_settings=_latent_start(s)))
+                                 latent_settings=_latent_start(s), latent_nll_max=s["latent_nll_max"]))
 
 
 def _map_latent(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
@@ -202,6 +210,9 @@ def _check_map(s: Mapping[str, Any]) -> None:
     check_start(s["init"], "init")
     descent_settings(s)
     check_count(s["latent_steps"], "latent_steps")
+    if s["latent_nll_max"] is not None:
+        check_number(s["latent_nll_max"], "latent_nll_max")
+        require(s["init"] == "auto", f"applies to init: auto only (init is {s['init']!r})", "latent_nll_max")
 
 
 def _check_map_latent(s: Mapping[str, Any]) -> None:
@@ -249,22 +260,25 @@ _LIKELIHOOD = {"model_error": 0.0}
 #: ``map`` with ``init: latent`` (``auto`` for a conditional prior) starts from a latent-space MAP of ``latent_steps``
 #: steps (the ``map_latent`` defaults otherwise); see :func:`~pa_recon.recon.map.map_image`. Its prior weight ``lam``
 #: is a number or one number per kind of prior (``{marginal: 3.0, conditional: 1.0}``), so that one settings block
-#: serves both priors, as ``init: auto`` does.
+#: serves both priors, as ``init: auto`` does. ``latent_nll_max`` (nats per pixel, ``init: auto`` only; ``null``:
+#: never): a scan whose latent start the prior scores above it starts from the TV image instead, since a latent MAP
+#: the prior finds atypical marks data unlike its training images.
 #:
 #: ``posterior`` with ``refine_steps`` > 0 refines every draw by that many Adam steps (rate ``refine_lr`` in latent
 #: units) of randomise-then-optimise; see :mod:`pa_recon.recon.posterior`.
 #:
 #: Per-scan values besides ``chi2``: ``map`` and ``map_latent`` give ``stop_reason`` (codes of
 #: :data:`~pa_recon.recon.descent.STOP_REASONS`), ``steps`` and ``objective`` (the minimised objective at the image, in
-#: nats: comparable between runs of the same method, prior, ``lam``, noise and ``model_error`` only); ``posterior``
+#: nats: comparable between runs of the same method, prior, ``lam``, noise and ``model_error`` only); ``map`` also
+#: ``start`` (codes of :data:`~pa_recon.recon.map.START_KINDS`) and, from a latent start, ``start_nll``; ``posterior``
 #: gives ``acceptance``, ``chi2_median`` and ``scan_flag`` by the rule of
 #: :func:`~pa_recon.recon.posterior.scan_values` with ``scan_chi2_tol``.
 REGISTRY: dict[str, MethodEntry] = {
     "bp": MethodEntry(_bp, {"filter": "none", "nonneg": True}, (), _check_bp),
     "cgls": MethodEntry(_cgls, {"lam_fraction": 1e-3, "n_iter": 50, "tol": 1e-6}, (), _check_cgls),
     "tv": MethodEntry(_tv, {"lam_fraction": TV_LAM_FRACTION, "n_iter": TV_ITERS, "nonneg": True}, (), _check_tv),
-    "map": MethodEntry(_map, {"lam": 1.0, "init": "auto", "latent_steps": 200, **_DESCENT, **_LIKELIHOOD}, PRIOR_KINDS,
-                       _check_map),
+    "map": MethodEntry(_map, {"lam": 1.0, "init": "auto", "latent_steps": 200, "latent_nll_max": None, **_DESCENT,
+                               **_LIKELIHOOD}, PRIOR_KINDS, _check_map),
     "map_latent": MethodEntry(_map_latent, {**_DESCENT, "lr": 5e-2, **_LIKELIHOOD}, PRIOR_KINDS, _check_map_latent),
     "posterior": MethodEntry(_posterior, {"n_samples": 32, "temperature": 1.0, "chunk": 8, "chi2_tol": 0.5,
                                           "presence_threshold": 0.2, "std_scale": 0.2, "null_scale": 0.2,

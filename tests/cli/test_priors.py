@@ -14,7 +14,7 @@ from pa_recon.cli import priors as cli_priors
 from pa_recon.data.hdf5io import read_reconstructions
 from pa_recon.priors import FlowPrior, load_prior, training
 from pa_recon.priors.training import TRAINING_SET_FILE
-from pa_recon.recon import STOP_REASONS
+from pa_recon.recon import START_KINDS, STOP_REASONS
 
 TRAIN = {"max_steps": 3, "batch_size": 4, "val_every": 0, "sample_every": 0, "checkpoint_every": 0,
          "tracking": False, "progress": False, "device": "cpu"}
@@ -111,8 +111,8 @@ def test_map_and_posterior_with_trained_priors_are_evaluated(trained):
                                   | (post.per_scan["posterior_acceptance"] == 0))
     mapped = read_reconstructions(d / "map_marginal.h5")
     assert set(mapped.per_scan) == {"map_marginal_chi2", "map_marginal_stop_reason", "map_marginal_steps",
-                                    "map_marginal_objective"}
-    assert mapped.labels == {"map_marginal_stop_reason": STOP_REASONS}
+                                    "map_marginal_objective", "map_marginal_start"}
+    assert mapped.labels == {"map_marginal_stop_reason": STOP_REASONS, "map_marginal_start": START_KINDS}
     assert mapped.attrs["prior"] == str(d / "marginal" / "prior.pt") and mapped.attrs["method"] == "map-marginal"
     assert np.all(mapped.per_scan["map_marginal_steps"] <= 5)
     assert main(["evaluate", str(d / "meas.h5"), *(str(d / f"{n}.h5") for *_, n in runs),
@@ -123,6 +123,7 @@ def test_map_and_posterior_with_trained_priors_are_evaluated(trained):
     assert 0 <= metrics["posterior"]["coverage95"] <= 1 and "flag_auroc" in metrics["posterior"]
     assert 0 <= metrics["posterior"]["scan_flag"] <= 1 and metrics["posterior"]["chi2"] > 0
     assert sum(metrics["map_marginal"][f"stop_reason_{r}"] for r in STOP_REASONS) == pytest.approx(1)
+    assert metrics["map_marginal"]["start_tv"] == 1
     csv = (d / "plots" / "chi2_per_scan.csv").read_text().splitlines()[0]
     assert csv == "scan,group,map_marginal,map_latent_conditional,posterior"
 

@@ -81,6 +81,46 @@ def test_auto_start_is_the_latent_map_or_the_tv_image(dense_op):
     assert not torch.allclose(latent.image[:1], tv.image[:1])
 
 
+def test_auto_start_sends_the_scans_whose_latent_start_the_prior_finds_atypical_to_tv(dense_op):
+    case = gaussian_case(dense_op, [0.02, 0.02, 0.02], conditional=True, noise=0.1)
+    none = AdamSettings(steps=0)
+    latent = map_image(case.op, case.y, case.sigma, case.prior, x0="latent", settings=none)
+    tv = map_image(case.op, case.y, case.sigma, case.prior, x0="tv", settings=none)
+    cond = case.prior.condition(case.op, case.y)
+    nll = case.prior.nll(latent.image, cond) / 20  # 4 × 5 pixels
+    torch.testing.assert_close(latent.start_nll, nll, rtol=1e-12, atol=0)
+    assert latent.starts == ("latent",) * 3 and tv.starts == ("tv",) * 3 and tv.start_nll is None
+    order = torch.argsort(nll)
+    assert nll[order[1]] - nll[order[0]] > 1e-3  # distinct, so that a threshold between them splits the scans
+    threshold = float(nll[order[0]] + nll[order[1]]) / 2
+    split = map_image(case.op, case.y, case.sigma, case.prior, settings=none, latent_nll_max=threshold)
+    for i in range(3):
+        expected = latent if i == order[0] else tv
+        torch.testing.assert_close(split.image[i], expected.image[i], rtol=0, atol=0)
+    assert split.starts == tuple("latent" if i == order[0] else "tv" for i in range(3))
+    torch.testing.assert_close(split.start_nll, latent.start_nll, rtol=0, atol=0)
+    # A threshold above every scan's NLL keeps the latent starts.
+    kept = map_image(case.op, case.y, case.sigma, case.prior, settings=none, latent_nll_max=float(nll.max()) + 1)
+    torch.testing.assert_close(kept.image, latent.image, rtol=0, atol=0)
+    assert kept.starts == ("latent",) * 3
+
+
+def test_starts_name_what_each_scan_began_from(dense_op):
+    case = gaussian_case(dense_op, [0.1, 0.2])
+    none = AdamSettings(steps=0)
+    for x0, name in (("backprojection", "backprojection"), ("prior", "prior"), (case.x, "image")):
+        result = map_image(case.op, case.y, case.sigma, case.prior, x0=x0, settings=none)
+        assert result.starts == (name, name) and result.start_nll is None
+
+
+@pytest.mark.parametrize("x0, nll_max", [("tv", -1.0), ("latent", -1.0), ("auto", "low"), ("auto", float("nan"))])
+def test_latent_nll_max_needs_the_auto_start_and_a_number(dense_op, x0, nll_max):
+    case = gaussian_case(dense_op, [0.1, 0.1], conditional=True)
+    with pytest.raises(PAReconError) as err:
+        map_image(case.op, case.y, case.sigma, case.prior, x0=x0, latent_nll_max=nll_max)
+    assert err.value.field == "latent_nll_max"
+
+
 def test_latent_start_is_the_latent_map_with_its_settings(dense_op):
     case = gaussian_case(dense_op, [0.1, 0.1], conditional=True)
     latent_settings = AdamSettings(steps=40, lr=5e-2, tau=None)

@@ -10,6 +10,7 @@ from gaussian_prior import gaussian_case
 
 from pa_recon.errors import PAReconError
 from pa_recon.recon import (
+    START_KINDS,
     STOP_REASONS,
     AdamSettings,
     LBFGSSettings,
@@ -76,8 +77,11 @@ def test_map_reports_stop_reason_steps_and_chi2_per_scan(dense_op, method, tau, 
     problem = Problem(case.op, case.y, case.sigma, 1.0, prior=case.prior)
     out = reconstruct(method, problem, {"tau": tau, "steps": 4, "check_every": 1, "lam": 3.0}
                       if method == "map" else {"tau": tau, "steps": 4, "check_every": 1})
-    assert list(out.per_scan) == ["chi2", "stop_reason", "steps", "objective"]
-    assert out.labels == {"stop_reason": STOP_REASONS}
+    # A marginal prior's auto start is the TV image: a start code, no latent-start NLL.
+    assert list(out.per_scan) == ["chi2", "stop_reason", "steps", "objective", "start"][:4 + (method == "map")]
+    assert out.labels == {"stop_reason": STOP_REASONS, **({"start": START_KINDS} if method == "map" else {})}
+    if method == "map":
+        assert [START_KINDS[int(c)] for c in out.per_scan["start"]] == ["tv"] * 3
     assert [STOP_REASONS[int(c)] for c in out.per_scan["stop_reason"]] == [reason] * 3
     assert out.per_scan["steps"].tolist() == [steps] * 3
     # The objective is the minimised one at the returned image: data term plus the prior's penalty.
@@ -89,6 +93,18 @@ def test_map_reports_stop_reason_steps_and_chi2_per_scan(dense_op, method, tau, 
     torch.testing.assert_close(chi2, brute_chi2(case.op, out.maps["image"], case.y, case.sigma), rtol=1e-12, atol=0)
     # A scan stops by the discrepancy principle exactly when its χ² is within tau.
     assert torch.all(chi2 <= tau) if reason == "discrepancy" else torch.all(chi2 > tau)
+
+
+def test_map_reports_each_scans_start_and_the_nll_of_a_latent_start(dense_op):
+    case = gaussian_case(dense_op, [0.02, 0.02, 0.02], conditional=True, noise=0.1)
+    problem = Problem(case.op, case.y, case.sigma, 1.0, prior=case.prior)
+    free = reconstruct("map", problem, {"steps": 0})
+    nll = free.per_scan["start_nll"]
+    assert [START_KINDS[int(c)] for c in free.per_scan["start"]] == ["latent"] * 3
+    middle = float(nll.median())
+    split = reconstruct("map", problem, {"steps": 0, "latent_nll_max": middle})
+    assert [START_KINDS[int(c)] for c in split.per_scan["start"]] == ["tv" if v > middle else "latent" for v in nll]
+    torch.testing.assert_close(split.per_scan["start_nll"], nll, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("method", ["map", "map_latent"])
