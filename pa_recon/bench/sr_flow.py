@@ -550,6 +550,7 @@ def save_sr_figure(path: str | os.PathLike[str], image: EvalImage, methods: Mapp
     from matplotlib import pyplot as plt
 
     crop = figure_crop(image, box)
+    top, left, size = box
     lr_big = np.repeat(np.repeat(image.lr, scale, axis=0), scale, axis=1)
     panels = [("LR (nearest)", lr_big[crop] / 255.0)]
     for name, method in methods.items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -19,10 +21,12 @@ from pa_recon.bench.sr_flow import (
     build_sr_model,
     copy_encoder,
     evaluate_methods,
+    figure_crop,
     flow_method,
     l1_loss,
     pad_to_multiple,
     results_markdown,
+    save_sr_figure,
     train_sr,
 )
 
@@ -142,6 +146,18 @@ def test_evaluation_table_has_a_row_per_method_and_the_diversity_of_sampled_rows
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + len(methods) and all(row.count("|") == 9 for row in rows)
     assert "| bicubic | " in table and "+0.00" in table
+
+
+def test_the_figure_shows_the_crop_of_every_method_and_refuses_a_crop_off_the_image(tmp_path):
+    hr = smooth_image(24, 32, 0)
+    image = EvalImage("img", hr, to_uint8(downscale(hr / 255.0, 4)), grey=False)
+    assert figure_crop(image, (4, 8, 16)) == (slice(4, 20), slice(8, 24))
+    save_sr_figure(tmp_path / "f.png", image, {"bicubic": bicubic_method(4)}, 4, (4, 8, 16))
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for box in ((10, 0, 16), (0, -1, 8), (0, 0, 0)):
+        with pytest.raises(PAReconError, match=re.escape(f"crop {box} does not fit the 24×32 image img")) as err:
+            figure_crop(image, box)
+        assert err.value.field == "figure"
 
 
 @pytest.mark.parametrize("values, field", [
