@@ -95,7 +95,7 @@ def main() -> None:
     nll_maxes = args.latent_nll_max or [base.get("latent_nll_max")]
     for kind, optimizer, init, eta, lam, nll_max in itertools.product(priors, optimizers, args.inits,
                                                                       args.model_errors, args.lams, nll_maxes):
-        nll_max = nll_max if init == "auto" else None
+        nll_max = nll_max if init == "auto" and priors[kind].conditional else None
         for snr, (y, sigma) in scans.data.items():
             settings = {**base, "optimizer": optimizer, "lam": lam, "init": init, "model_error": eta,
                         "latent_nll_max": nll_max}
