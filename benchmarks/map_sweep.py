@@ -2,8 +2,8 @@
 model error.
 
 Usage: ``python benchmarks/map_sweep.py [--params params.yaml] [--priors outputs/priors] [--n 8] [--seed 777]
-[--test-set NAME] [--kinds marginal conditional] [--lams 0.3 1 3 10] [--inits backprojection prior tv] [--model-errors 0 0.03] [--steps N]
-[--optimizers adam lbfgs] [--latent-nll-max none -2.9] [--json out.json]``.
+[--test-set NAME] [--kinds marginal conditional] [--lams 0.3 1 3 10] [--inits backprojection prior tv]
+[--model-errors 0 0.03] [--steps N] [--optimizers adam lbfgs] [--latent-nll-max none -3.12] [--json out.json]``.
 
 The validation scans are ``--n`` phantoms of the priors' training family (``priors.data``; or of
 ``test_sets.<--test-set>``'s family, to check a choice out of distribution) drawn with ``--seed``
