@@ -107,7 +107,8 @@ def map_image(
 
 
 def _tv_start(op: LinearOperator, y: torch.Tensor, op_norm: float | None) -> torch.Tensor:
-    """The TV image of data ``y`` ``(B, *op.data_shape)`` with the ``tv`` method's defaults, ``(B, *op.image_shape)``."""
+    """The TV image ``(B, *op.image_shape)`` of data ``y`` ``(B, *op.data_shape)`` with the ``tv`` method's
+    defaults."""
     with torch.no_grad():
         norm = operator_norm(op, dtype=y.dtype, device=y.device) if op_norm is None else op_norm
         return tv_reconstruction(op, y, lam=TV_LAM_FRACTION * norm**2, n_iter=TV_ITERS, op_norm=norm).image
