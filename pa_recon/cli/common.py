@@ -133,6 +133,19 @@ def params_key(file: str | Path, key: str) -> Iterator[None]:
         raise err.under(key, file) from None
 
 
+@contextmanager
+def data_path_from(file: str | Path, key: str) -> Iterator[None]:
+    """Add to a :class:`PAReconError` raised inside about a data file or folder (one that names a file other than the
+    params ``file``) the params key that gave its path: ``... (the path comes from <key> in <file>)``."""
+    try:
+        yield
+    except PAReconError as err:
+        if err.file is None or Path(err.file) == Path(file):
+            raise
+        raise PAReconError(f"{err.message} (the path comes from {key} in {file})", file=err.file,
+                           field=err.field) from None
+
+
 #: Keys of ``geometry.array``: the element count and pitch, and the other fields of :class:`LinearArray`.
 ARRAY_KEYS = ("n_elements", "pitch", *(f.name for f in fields(LinearArray) if f.name != "element_x"))
 #: Keys of ``geometry.grid`` and ``geometry.array`` that are counts; the others are numbers (``center_frequency``
@@ -188,9 +201,10 @@ def family_phantoms(path: str | Path, family: Mapping[str, Any], n: int, seed: i
     common, refine = phantom_settings(path)
     grid, _ = geometry_from_params(path)
     fine = grid.refined(refine)
-    images = make_phantoms(n, fine.nz, fine.nx, seed, source=family.get("source", "procedural"),
-                           vessels=family.get("vessels"), mask_dir=common.get("vessel_masks_dir"),
-                           split=family.get("split", "val"))
+    with data_path_from(path, "phantoms.vessel_masks_dir"):
+        images = make_phantoms(n, fine.nz, fine.nx, seed, source=family.get("source", "procedural"),
+                               vessels=family.get("vessels"), mask_dir=common.get("vessel_masks_dir"),
+                               split=family.get("split", "val"))
     return fine, images
 
 

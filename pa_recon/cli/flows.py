@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 
-from pa_recon.cli.common import (benchmark_profile, check_keys, declare_outputs, load_params, params_key, pick_device,
-                                 training_folder)
+from pa_recon.cli.common import (benchmark_profile, check_keys, data_path_from, declare_outputs, load_params,
+                                 params_key, pick_device, training_folder)
 from pa_recon.errors import PAReconError
 from pa_recon.flows import SubnetConfig
 from pa_recon.report import write_metrics_json, write_text
@@ -54,9 +54,12 @@ def _subnet(profile: dict[str, Any], path: str, name: str) -> SubnetConfig | Non
                                      field=f"profiles.{name}.subnet"))
 
 
-def _splits(data_root: str, data: dict[str, Any]) -> ImageSplits:
-    """The image splits of a run's data selection (``dataset``, ``val_size``, ``subset``, ``shuffle_seed``)."""
-    return load_image_splits(data["dataset"], data_root, data["val_size"], data["subset"], data.get("shuffle_seed"))
+def _splits(params: str, data_root: str, data: dict[str, Any]) -> ImageSplits:
+    """The image splits of a run's data selection (``dataset``, ``val_size``, ``subset``, ``shuffle_seed``) under
+    ``data_root``, the ``benchmark.data_root`` of the params file ``params``."""
+    with data_path_from(params, "benchmark.data_root"):
+        return load_image_splits(data["dataset"], data_root, data["val_size"], data["subset"],
+                                 data.get("shuffle_seed"))
 
 
 def _model_layouts(args: argparse.Namespace) -> dict[str, Any]:
@@ -81,7 +84,7 @@ def cmd_flow_train(args: argparse.Namespace) -> None:
     data = {"dataset": bench["dataset"], "val_size": bench["val_size"], "subset": profile.get("subset"),
             "shuffle_seed": bench.get("shuffle_seed")}
     try:
-        splits = _splits(bench["data_root"], data)
+        splits = _splits(args.params, bench["data_root"], data)
     except PAReconError as err:
         if err.file is not None:
             raise
@@ -108,7 +111,7 @@ def cmd_flow_eval(args: argparse.Namespace) -> None:
         raise PAReconError(f"this run was not trained as model {args.model!r} of {args.params} (its layout differs)",
                            file=args.checkpoint, field="--model")
     data = record["settings"]["data"]
-    splits = _splits(bench["data_root"], data)
+    splits = _splits(args.params, bench["data_root"], data)
     out = Path(args.out)
     result = evaluate_image_flow(model, splits, config, out)
     result.update(model=args.model, profile=record["settings"]["profile"], dataset=data["dataset"],

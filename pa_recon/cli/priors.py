@@ -11,6 +11,7 @@ from pa_recon.cli.common import (
     add_device_option,
     check_family,
     check_keys,
+    data_path_from,
     declare_outputs,
     geometry_from_params,
     load_params,
@@ -70,9 +71,11 @@ def cmd_train_prior(args: argparse.Namespace) -> None:
         snr_db_range = check_snr_range(data["snr_db_range"]) if args.kind == "conditional" else None
 
     def make() -> tuple[Tensor, Tensor | None]:
-        if snr_db_range is not None:
-            return make_training_pairs(data["n"], grid, array, snr_db_range=snr_db_range, device=device, **family)
-        return make_training_images(data["n"], grid, **family)[0], None
+        with data_path_from(args.params, "phantoms.vessel_masks_dir"):
+            if snr_db_range is not None:
+                return make_training_pairs(data["n"], grid, array, snr_db_range=snr_db_range, device=device,
+                                           **family)
+            return make_training_images(data["n"], grid, **family)[0], None
 
     made_as = {"data": data, "phantoms": phantoms}
     x, y = cached_training_set(args.out_dir, {"kind": args.kind, "geometry": load_params(args.params, "geometry"),

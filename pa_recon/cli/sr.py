@@ -27,6 +27,7 @@ from pa_recon.cli.common import (
     add_device_option,
     benchmark_profile,
     check_keys,
+    data_path_from,
     declare_outputs,
     load_params,
     params_key,
@@ -95,7 +96,8 @@ def cmd_sr_train(args: argparse.Namespace) -> None:
                       f"profiles.{profile_name}.model.encoder_from_regression true starts from a regression run",
                       stacklevel=1)
     _check_figure(bench, profile_name, evaluation, args.params)
-    images = load_training_images(bench["data_root"], bench["train_sets"])
+    with data_path_from(args.params, "benchmark.data_root and benchmark.train_sets"):
+        images = load_training_images(bench["data_root"], bench["train_sets"])
     n_val = int(bench["val_images"])
     if not 0 < n_val < len(images):
         raise PAReconError(f"must lie in 1 … {len(images) - 1}", file=args.params, field="benchmark.val_images")
@@ -123,7 +125,8 @@ def _check_figure(bench: Mapping[str, Any], profile_name: str, config: SREvalCon
     if set_name not in bench["test_sets"]:
         raise PAReconError(f"no test set {set_name!r}; benchmark.test_sets has {sorted(bench['test_sets'])}",
                            file=params, field=f"{key}.set")
-    names = [path.stem for path in list_images(Path(bench["data_root"]) / bench["test_sets"][set_name])]
+    with data_path_from(params, "benchmark.data_root and benchmark.test_sets"):
+        names = [path.stem for path in list_images(Path(bench["data_root"]) / bench["test_sets"][set_name])]
     if image not in names:
         raise PAReconError(f"no image {image!r} in test set {set_name!r}; its images: {names}", file=params,
                            field=f"{key}.image")
@@ -149,8 +152,9 @@ def cmd_sr_eval(args: argparse.Namespace) -> None:
     device = pick_device(config.device, f"profiles.{profile_name}.eval.device", args.params)
     scale = int(bench["scale"])
     _check_figure(bench, profile_name, config, args.params)
-    test_sets = {name: load_test_set(Path(bench["data_root"]) / folder, scale)
-                 for name, folder in bench["test_sets"].items()}
+    with data_path_from(args.params, "benchmark.data_root and benchmark.test_sets"):
+        test_sets = {name: load_test_set(Path(bench["data_root"]) / folder, scale)
+                     for name, folder in bench["test_sets"].items()}
     figure, box = None, (0, 0, 0)
     if config.figure is not None:
         figure = next(image for image in test_sets[config.figure["set"]] if image.name == config.figure["image"])

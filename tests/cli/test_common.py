@@ -1,11 +1,11 @@
-"""pa_recon.cli.common.pick_device: the device an option or a params setting asks for."""
+"""pa_recon.cli.common: the device an option or a params setting asks for; data-path errors named by their key."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pa_recon.cli.common import pick_device
+from pa_recon.cli.common import data_path_from, pick_device
 from pa_recon.errors import PAReconError
 
 
@@ -34,3 +34,17 @@ def test_a_cuda_index_beyond_the_devices_is_refused(monkeypatch):
     assert pick_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(PAReconError, match="^--device: CUDA device 1 was asked for but only 1 are available$"):
         pick_device("cuda:1")
+
+
+@pytest.mark.parametrize("error, expected", [
+    (PAReconError("image folder not found", file="data/set14"),
+     "data/set14: image folder not found (the path comes from benchmark.data_root in p.yaml)"),
+    (PAReconError("vessel-mask folder does not exist", file="masks", field="root"),
+     "masks: root: vessel-mask folder does not exist (the path comes from benchmark.data_root in p.yaml)"),
+    (PAReconError("must be a number", file="p.yaml", field="benchmark.seed"), "p.yaml: benchmark.seed: must be a number"),
+    (PAReconError("expected 3 images", field="subset"), "subset: expected 3 images"),
+])
+def test_errors_about_a_data_path_name_the_params_key_that_gave_it(error, expected):
+    with pytest.raises(PAReconError) as err, data_path_from("p.yaml", "benchmark.data_root"):
+        raise error
+    assert str(err.value) == expected and err.value.field == error.field and err.value.file == error.file

@@ -124,6 +124,18 @@ def test_reconstruct_rejects_nan_data_and_leaves_no_output(run, tmp_path, capsys
     assert not out.exists() and list(tmp_path.iterdir()) == [bad]
 
 
+def test_a_missing_vessel_mask_folder_names_the_params_key_that_gave_it(tmp_path, capsys):
+    params = copy.deepcopy(PARAMS)
+    params["phantoms"]["vessel_masks_dir"] = str(tmp_path / "drive")
+    params["test_sets"]["masks"] = {"source": "vessel_masks", "n": 2, "seed": 1}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    assert main(["phantoms", "--params", str(tmp_path / "p.yaml"), "--set", "masks",
+                 "--out", str(tmp_path / "ph.h5")]) == 2
+    assert (f"{tmp_path / 'drive'}: root: vessel-mask folder does not exist (the path comes from "
+            f"phantoms.vessel_masks_dir in {tmp_path / 'p.yaml'})") in capsys.readouterr().err
+    assert not (tmp_path / "ph.h5").exists()
+
+
 def test_missing_params_section_is_named(tmp_path, capsys):
     params = tmp_path / "p.yaml"
     params.write_text(yaml.safe_dump({"geometry": PARAMS["geometry"], "test_sets": PARAMS["test_sets"]}))

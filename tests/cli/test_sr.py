@@ -113,7 +113,8 @@ def test_sr_train_warns_that_an_unused_regression_run_is_ignored(tmp_path, model
     path = write_sr_params(tmp_path, lambda p: p["model"].update(encoder_from_regression=from_regression))
     # The warning comes before any data are read; here there are none, which then stops the run.
     with pytest.warns(UserWarning, match=r"--regression runs/regression is ignored"), \
-            pytest.raises(PAReconError, match="image folder not found"):
+            pytest.raises(PAReconError, match=r"image folder not found \(the path comes from benchmark.data_root and "
+                                              r"benchmark.test_sets in .*params.yaml\)"):
         run("sr-train", "--params", str(path), "--model", model, "--regression", "runs/regression",
             "--out", str(tmp_path / "run"))
 
