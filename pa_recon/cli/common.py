@@ -186,12 +186,18 @@ def phantom_settings(path: str | Path) -> tuple[dict[str, Any], int]:
 
 def check_family(path: str | Path, key: str, family: Mapping[str, Any]) -> None:
     """Check the phantom family at the params key ``key`` (``test_sets.<name>`` or ``priors.data``) before any
-    phantom is made: its ``n`` (>= 1) and ``seed`` where given, its ``source`` and its ``vessels``."""
+    phantom is made: its ``n`` (>= 1) and ``seed`` where given, its ``source`` and its ``vessels``, and that
+    ``phantoms.vessel_masks_dir`` is set where the source is "vessel_masks"."""
     for name, minimum in (("n", 1), ("seed", 0)):
         if name in family:
             check_count(family[name], f"{key}.{name}", minimum=minimum, file=path)
+    source = family.get("source", "procedural")
     with params_key(path, key):
-        family_vessels(family.get("source", "procedural"), family.get("vessels"))
+        family_vessels(source, family.get("vessels"))
+    if source == "vessel_masks" and phantom_settings(path)[0].get("vessel_masks_dir") is None:
+        raise PAReconError(f"{key}.source is 'vessel_masks' but phantoms.vessel_masks_dir is not set: name the folder "
+                           "of vessel masks (e.g. ../shared/datasets/drive)", file=path,
+                           field="phantoms.vessel_masks_dir")
 
 
 def family_phantoms(path: str | Path, family: Mapping[str, Any], n: int, seed: int) -> tuple[Grid, np.ndarray]:

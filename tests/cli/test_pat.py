@@ -136,6 +136,18 @@ def test_a_missing_vessel_mask_folder_names_the_params_key_that_gave_it(tmp_path
     assert not (tmp_path / "ph.h5").exists()
 
 
+def test_a_vessel_mask_family_without_a_mask_folder_names_both_keys(tmp_path, capsys):
+    params = copy.deepcopy(PARAMS)
+    params["phantoms"].pop("vessel_masks_dir", None)
+    params["test_sets"]["masks"] = {"source": "vessel_masks", "n": 2, "seed": 1}
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    assert main(["phantoms", "--params", str(tmp_path / "p.yaml"), "--set", "masks",
+                 "--out", str(tmp_path / "ph.h5")]) == 2
+    assert (f"{tmp_path / 'p.yaml'}: phantoms.vessel_masks_dir: test_sets.masks.source is 'vessel_masks' but "
+            "phantoms.vessel_masks_dir is not set") in capsys.readouterr().err
+    assert not (tmp_path / "ph.h5").exists()
+
+
 def test_missing_params_section_is_named(tmp_path, capsys):
     params = tmp_path / "p.yaml"
     params.write_text(yaml.safe_dump({"geometry": PARAMS["geometry"], "test_sets": PARAMS["test_sets"]}))
