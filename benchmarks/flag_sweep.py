@@ -2,14 +2,14 @@
 combination rules, on validation scans.
 
 Usage: ``python benchmarks/flag_sweep.py [--params params.yaml] [--prior outputs/priors/conditional/prior.pt]
-[--n 6] [--seed 777] [--test-set NAME] [--std-scales 0.05 0.1 0.2 0.4 0.8] [--null-scales ...]
-[--weights 0 0.5 1] [--top 10] [--json out.json]``.
+[--n 6] [--seed 777] [--test-set NAME] [--std-scales 0.05 0.1 0.2 0.4 0.8] [--std-pools 0 0.5 1 1.5 2]
+[--null-scales ...] [--weights 0 0.5 1] [--top 10] [--json out.json]``.
 
 The validation scans are ``--n`` phantoms of the priors' training family (or of ``test_sets.<--test-set>``'s
 family) drawn with ``--seed``, simulated at every SNR of ``simulate.snr_db``. The pipeline's ``posterior`` method
 (the params file's ``reconstruct.posterior`` settings, sample seed ``--seed``) runs once per SNR; the cues of its
-mean are then scored under every rule (:func:`pa_recon.recon.flag_score`): each ``std_scale`` × ``null_scale`` ×
-weight triple from ``--weights`` (all three 0 left out). Prints the flag AUROC for errors above 0.2 (the mean over
+mean are then scored under every rule (:func:`pa_recon.recon.flag_score`): each ``std_scale`` × ``std_pool`` ×
+``null_scale`` × weight triple from ``--weights`` (all three 0 left out). Prints the flag AUROC for errors above 0.2 (the mean over
 scans, per SNR, and over both) of the params file's rule, of each cue's raw value (no scale: the ranking a cue
 gives alone) and of the ``--top`` rules by their mean over the SNRs.
 """
@@ -29,8 +29,7 @@ from pa_recon.cli.common import load_params
 from pa_recon.metrics import flag_auroc
 from pa_recon.priors import load_prior
 from pa_recon.recon import (FlagRule, Problem, flag_rule, flag_score, method_settings, null_space_component,
-                            reconstruct)
-from pa_recon.recon.hallucination import presence_contradiction
+                            presence_contradiction, reconstruct)
 
 #: A flag map ``(B, 1, nz, nx)`` from the cues (std, unseen part, contradiction) of one SNR's scans.
 Scorer = Callable[[dict[str, torch.Tensor]], torch.Tensor]
@@ -42,6 +41,8 @@ def main() -> None:
     add_arguments(parser, n=6)
     parser.add_argument("--prior", default="outputs/priors/conditional/prior.pt", help="a conditional prior")
     parser.add_argument("--std-scales", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4, 0.8])
+    parser.add_argument("--std-pools", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5, 2.0],
+                        help="widths (pixels) over which the std is pooled")
     parser.add_argument("--null-scales", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4, 0.8])
     parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="values of each weight")
     parser.add_argument("--top", type=int, default=10, help="rules to print, best first")
@@ -76,12 +77,13 @@ def main() -> None:
              "unseen part (absolute) alone": aurocs(lambda c: c["null"].abs()),
              "contradiction alone": aurocs(lambda c: c["contradiction"])}
     rules = []
-    for std_scale, null_scale, weights in itertools.product(args.std_scales, args.null_scales,
-                                                             itertools.product(args.weights, repeat=3)):
+    for std_scale, std_pool, null_scale, weights in itertools.product(args.std_scales, args.std_pools,
+                                                                       args.null_scales,
+                                                                       itertools.product(args.weights, repeat=3)):
         if any(weights):
-            rule = FlagRule(std_scale=std_scale, null_scale=null_scale, weights=weights)
-            rules.append({"std_scale": std_scale, "null_scale": null_scale, "weights": list(weights),
-                          "auroc": aurocs(rule_scorer(rule))})
+            rule = FlagRule(std_scale=std_scale, std_pool=std_pool, null_scale=null_scale, weights=weights)
+            rules.append({"std_scale": std_scale, "std_pool": std_pool, "null_scale": null_scale,
+                          "weights": list(weights), "auroc": aurocs(rule_scorer(rule))})
     rules.sort(key=lambda r: -r["auroc"]["mean"])
 
     snrs = [f"{snr:g}" for snr in cues]
@@ -90,7 +92,7 @@ def main() -> None:
     print(f"| flag map | {' | '.join(f'{s} dB' for s in snrs)} | mean |")
     print(f"|---|{'---:|' * (len(snrs) + 1)}")
     rows = [(name, a) for name, a in fixed.items()]
-    rows += [(f"std_scale {r['std_scale']:g}, null_scale {r['null_scale']:g}, weights "
+    rows += [(f"std_scale {r['std_scale']:g}, std_pool {r['std_pool']:g}, null_scale {r['null_scale']:g}, weights "
               f"({', '.join(f'{w:g}' for w in r['weights'])})", r["auroc"]) for r in rules[:args.top]]
     for name, a in rows:
         print(f"| {name} | {' | '.join(f'{a[s]:.3f}' for s in snrs)} | {a['mean']:.3f} |")

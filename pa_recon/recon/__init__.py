@@ -21,6 +21,8 @@ from pa_recon.recon.hallucination import (
     flag_score,
     hallucination_map,
     null_space_component,
+    pooled_std,
+    presence_contradiction,
     remove_small_regions,
 )
 from pa_recon.recon.latent import map_latent
@@ -81,7 +83,9 @@ __all__ = [
     "null_space_component",
     "operator_norm",
     "parse_method",
+    "pooled_std",
     "posterior_sampling",
+    "presence_contradiction",
     "ramp_filter",
     "reconstruct",
     "remove_small_regions",

@@ -2,7 +2,9 @@
 
 Three per-pixel cues, each scaled to [0, 1], for an estimate ``x̂`` (a MAP image or the posterior mean):
 
-* ``u = min(std / std_scale, 1)``: the posterior samples disagree in value;
+* ``u = min(v / std_scale, 1)``: the posterior samples disagree in value. ``v = √(G_ρ * std²)`` is the samples'
+  variance pooled over a Gaussian neighbourhood of ``std_pool = ρ`` pixels (``v = std`` for ``ρ = 0``): a std from
+  a few samples is noisy pixel by pixel, and errors come in patches, not single pixels;
 * ``p = |1[x̂ > t] − presence|``: the fraction of posterior samples that contradict the estimate about whether
   there is a vessel (value above the sampler's ``presence_threshold`` ``t``) in this pixel;
 * ``n = min(|x̂_null| / null_scale, 1)``: the estimate's content that the operator does not see.
@@ -27,6 +29,7 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 from pa_recon.errors import PAReconError
@@ -43,10 +46,12 @@ class FlagRule:
     Defaults suit images in [0, 1] (the phantoms' range): a cue reaches 1 at 0.2, the size of error that the
     AUROC metric counts as large, so a single cue at half of that (std or unseen content of 0.1) or half of the
     samples contradicting the estimate reaches the 0.5 threshold. ``weights`` are for (std, presence, null space).
+    ``std_pool`` is the Gaussian width (pixels) over which the variance is pooled; 0 keeps each pixel's own std.
     The null space is computed with ``lam = null_lam_fraction · ‖A‖²`` in ``null_iter`` CGLS iterations.
     """
 
     std_scale: float = 0.2
+    std_pool: float = 0.0
     null_scale: float = 0.2
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     threshold: float = 0.5
@@ -57,6 +62,7 @@ class FlagRule:
     def __post_init__(self) -> None:
         for name in ("std_scale", "null_scale"):
             object.__setattr__(self, name, check_number(getattr(self, name), name, above=0))
+        object.__setattr__(self, "std_pool", check_number(self.std_pool, "std_pool", minimum=0))
         require(len(self.weights) == 3, f"expected three weights in [0, 1], got {self.weights!r}", "weights")
         weights = tuple(check_number(w, "weights", minimum=0, maximum=1) for w in self.weights)
         object.__setattr__(self, "weights", weights)
@@ -113,14 +119,33 @@ def presence_contradiction(estimate: torch.Tensor, presence: torch.Tensor,
     return ((estimate > threshold).to(estimate.dtype) - presence).abs()
 
 
+def pooled_std(std: torch.Tensor, width: float) -> torch.Tensor:
+    """``√(G * std²)``: the per-pixel std ``(..., nz, nx)`` pooled as a variance over a normalised Gaussian ``G`` of
+    ``width`` pixels (std dev), truncated at 4 widths and mirrored at the edges (the edge pixel not repeated), as
+    ``scipy.ndimage.gaussian_filter(..., mode="mirror")`` while the kernel is narrower than the image; ``width = 0``
+    returns ``std``. Separable, on ``std``'s device."""
+    width = check_number(width, "std_pool", minimum=0)
+    if width == 0:
+        return std
+    *lead, nz, nx = std.shape
+    radius = min(int(4 * width + 0.5), nz - 1, nx - 1)
+    offsets = torch.arange(-radius, radius + 1, dtype=std.dtype, device=std.device)
+    kernel = torch.exp(-0.5 * (offsets / width) ** 2)
+    kernel = kernel / kernel.sum()
+    var = std.reshape(-1, 1, nz, nx) ** 2
+    var = F.conv2d(F.pad(var, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+    var = F.conv2d(F.pad(var, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+    return var.sqrt().reshape(*lead, nz, nx)
+
+
 def flag_score(std: torch.Tensor, null: torch.Tensor, contradiction: torch.Tensor | None,
                rule: FlagRule = FlagRule()) -> torch.Tensor:
     """The noisy-OR ``score`` in [0, 1] of the module notes from the cues' raw values, all ``(B, *image_shape)``:
-    the posterior ``std``, the estimate's unseen part ``null`` (signed) and ``contradiction`` ``|1[x̂ > t] −
-    presence|`` (``None``: that cue left out); scales and weights from ``rule``."""
+    the posterior ``std`` (pooled here by ``rule.std_pool``), the estimate's unseen part ``null`` (signed) and
+    ``contradiction`` ``|1[x̂ > t] − presence|`` (``None``: that cue left out); scales and weights from ``rule``."""
     w_std, w_presence, w_null = rule.weights
     # Noisy-OR: the chance that no cue fires is the product of the chances that each does not.
-    quiet = 1 - w_std * (std / rule.std_scale).clamp(max=1)
+    quiet = 1 - w_std * (pooled_std(std, rule.std_pool) / rule.std_scale).clamp(max=1)
     quiet = quiet * (1 - w_null * (null.abs() / rule.null_scale).clamp(max=1))
     if contradiction is not None:
         quiet = quiet * (1 - w_presence * contradiction)

@@ -153,8 +153,8 @@ def _map_latent(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
 
 def flag_rule(s: Mapping[str, Any]) -> FlagRule:
     """The :class:`FlagRule` of ``posterior`` settings ``s`` (as :func:`method_settings` completes them)."""
-    return FlagRule(std_scale=s["std_scale"], null_scale=s["null_scale"], weights=tuple(s["weights"]),
-                    threshold=s["threshold"], min_size=s["min_size"])
+    return FlagRule(std_scale=s["std_scale"], std_pool=s["std_pool"], null_scale=s["null_scale"],
+                    weights=tuple(s["weights"]), threshold=s["threshold"], min_size=s["min_size"])
 
 
 def _refine(s: Mapping[str, Any]) -> AdamSettings | None:
@@ -281,7 +281,8 @@ REGISTRY: dict[str, MethodEntry] = {
                                **_LIKELIHOOD}, PRIOR_KINDS, _check_map),
     "map_latent": MethodEntry(_map_latent, {**_DESCENT, "lr": 5e-2, **_LIKELIHOOD}, PRIOR_KINDS, _check_map_latent),
     "posterior": MethodEntry(_posterior, {"n_samples": 32, "temperature": 1.0, "chunk": 8, "chi2_tol": 0.5,
-                                          "presence_threshold": 0.2, "std_scale": 0.2, "null_scale": 0.2,
+                                          "presence_threshold": 0.2, "std_scale": 0.2, "std_pool": 0.0,
+                                          "null_scale": 0.2,
                                           "weights": [1.0, 1.0, 1.0], "threshold": 0.5, "min_size": 4,
                                           "scan_chi2_tol": 0.5, "refine_steps": 0, "refine_lr": 5e-2,
                                           "cuda_graph": True, **_LIKELIHOOD}, ("conditional",), _check_posterior),

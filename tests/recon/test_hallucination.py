@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from gaussian_prior import GaussianPrior, gaussian_case
+from scipy import ndimage
 
 from pa_recon.errors import PAReconError
 from pa_recon.recon import (
@@ -13,11 +15,13 @@ from pa_recon.recon import (
     hallucination_map,
     null_space_component,
     operator_norm,
+    pooled_std,
     posterior_sampling,
+    presence_contradiction,
     remove_small_regions,
     scan_values,
 )
-from pa_recon.recon.hallucination import presence_contradiction
+
 
 #: The unseen block of a (1, 4, 5) image: rows 1–2, columns 3–4.
 BLIND = torch.zeros(1, 4, 5, dtype=torch.bool)
@@ -122,7 +126,7 @@ def test_small_regions_are_removed_with_eight_connectivity():
 
 
 @pytest.mark.parametrize("rule", [
-    {"std_scale": 0.0}, {"weights": (1.0, 2.0, 0.0)}, {"weights": (1.0, 1.0)}, {"threshold": 1.5},
+    {"std_scale": 0.0}, {"std_pool": -0.5}, {"weights": (1.0, 2.0, 0.0)}, {"weights": (1.0, 1.0)}, {"threshold": 1.5},
     {"min_size": -1}, {"null_lam_fraction": -1.0}, {"null_iter": 0},
 ])
 def test_bad_rules_raise(rule):
@@ -153,3 +157,44 @@ def test_presence_contradiction_is_the_fraction_of_samples_that_disagree():
     presence = torch.tensor([[[[0.75, 0.25], [0.0, 1.0]]]])
     expected = torch.tensor([[[[0.25, 0.25], [1.0, 1.0]]]])
     torch.testing.assert_close(presence_contradiction(estimate, presence, 0.2), expected)
+
+
+@pytest.mark.parametrize("width", [0.5, 1.0, 1.1, 2.0])
+def test_pooled_std_is_the_root_of_the_gaussian_filtered_variance(width):
+    """Against scipy's Gaussian filter (mirrored edges, 4-width truncation) on a random std of two images."""
+    std = torch.rand(2, 1, 13, 17, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    expected = np.sqrt(ndimage.gaussian_filter(std.numpy() ** 2, (0, 0, width, width), mode="mirror", truncate=4.0))
+    torch.testing.assert_close(pooled_std(std, width), torch.from_numpy(expected), rtol=0, atol=1e-12)
+
+
+def test_pooling_keeps_a_constant_std_and_spreads_a_spike():
+    constant = torch.full((1, 1, 6, 7), 0.3, dtype=torch.float64)
+    torch.testing.assert_close(pooled_std(constant, 1.5), constant, rtol=0, atol=1e-12)
+    spike = torch.zeros(1, 1, 17, 17, dtype=torch.float64)   # wide enough that no mirror image reaches the spike
+    spike[0, 0, 8, 8] = 1.0
+    assert pooled_std(spike, 0.0) is spike
+    pooled = pooled_std(spike, 1.0)
+    # An interior spike's variance is spread, not lost: the pooled variances sum to the spike's.
+    torch.testing.assert_close(pooled.pow(2).sum(), torch.tensor(1.0, dtype=torch.float64), rtol=0, atol=1e-12)
+    assert pooled[0, 0, 8, 8] < 1.0 and pooled[0, 0, 8, 9] > 0 and pooled[0, 0, 8, 8] == pooled.max()
+    with pytest.raises(PAReconError, match="std_pool"):
+        pooled_std(spike, -1.0)
+
+
+def test_the_std_cue_reads_the_pooled_std():
+    """A lone high-std pixel (a noisy std estimate) stops firing the cue when pooled; a high-std patch still does."""
+    std = torch.zeros(1, 1, 12, 12, dtype=torch.float64)
+    std[0, 0, 2, 2] = 0.2
+    std[0, 0, 6:11, 6:11] = 0.2
+    zeros = torch.zeros_like(std)
+    plain = flag_score(std, zeros, None, FlagRule(weights=(1.0, 0.0, 0.0)))
+    pooled = flag_score(std, zeros, None, FlagRule(std_pool=1.0, weights=(1.0, 0.0, 0.0)))
+    torch.testing.assert_close(pooled, (pooled_std(std, 1.0) / 0.2).clamp(max=1), rtol=0, atol=1e-12)
+    assert plain[0, 0, 2, 2] == 1 and pooled[0, 0, 2, 2] < 0.5
+    assert plain[0, 0, 8, 8] == 1 and pooled[0, 0, 8, 8] > 0.9
+
+
+def test_presence_contradiction_counts_the_samples_against_the_estimate():
+    estimate = torch.tensor([[[[0.1, 0.5]]]])
+    presence = torch.tensor([[[[0.25, 0.75]]]])
+    torch.testing.assert_close(presence_contradiction(estimate, presence, 0.2), torch.tensor([[[[0.25, 0.25]]]]))

@@ -21,6 +21,7 @@ from pa_recon.recon import (
     map_latent,
     MethodSpec,
     check_prior_kind,
+    flag_rule,
     method_names,
     method_settings,
     needs_prior,
@@ -209,6 +210,7 @@ def test_settings_fill_defaults_and_reject_unknown_keys():
     assert method_settings("tv", {"n_iter": 5})["n_iter"] == 5
     assert method_settings("tv")["nonneg"] is True
     assert method_settings("posterior")["scan_chi2_tol"] == 0.5
+    assert flag_rule(method_settings("posterior", {"std_pool": 1.5})).std_pool == 1.5
     with pytest.raises(PAReconError, match="reconstruct.cgls"):
         method_settings("cgls", {"lambda": 1.0})
     with pytest.raises(PAReconError, match="method"):
@@ -247,6 +249,7 @@ def test_map_weights_each_kind_of_prior_by_its_own_lam(dense_op, conditional):
     ("map_latent", {"model_error": -0.1}, "reconstruct.map_latent.model_error"),
     ("posterior", {"threshold": 2.0}, "reconstruct.posterior.threshold"),
     ("posterior", {"n_samples": 1}, "reconstruct.posterior.n_samples"),
+    ("posterior", {"std_pool": -1.0}, "reconstruct.posterior.std_pool"),
     ("posterior", {"refine_steps": 5, "temperature": 0.0}, "reconstruct.posterior.temperature"),
     ("tv", {"lam_fraction": "1e-3"}, "reconstruct.tv.lam_fraction"),
     ("cgls", {"lam_fraction": True}, "reconstruct.cgls.lam_fraction"),
