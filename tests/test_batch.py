@@ -1,16 +1,18 @@
 """Chunked reconstruction of a file: local and dask paths agree exactly (images, maps and per-scan values);
 bad settings are named."""
 
+import os
 import shutil
 from dataclasses import replace
 
+import dask
 import h5py
 import numpy as np
 import pytest
 import torch
 
 from pa_recon import batch
-from pa_recon.batch import ReconJob, chunks, reconstruct_file
+from pa_recon.batch import ReconJob, chunks, local_cluster, reconstruct_file
 from pa_recon.data.hdf5io import write_measurements
 from pa_recon.errors import PAReconError
 from pa_recon.flows.registry import randomize_parameters
@@ -83,10 +85,17 @@ def test_dask_local_cluster_equals_the_local_path(measurements):
 
 @pytest.fixture(scope="module")
 def cluster():
-    from dask.distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+    with local_cluster(2) as c:
         yield c
+
+
+def test_local_cluster_workers_keep_the_default_malloc_trim_threshold(cluster):
+    from dask.distributed import Client
+
+    assert dask.config.get("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_") is not None
+    with Client(cluster.scheduler_address) as client:
+        trims = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    assert len(trims) == 2 and set(trims.values()) == {os.environ.get("MALLOC_TRIM_THRESHOLD_")}
 
 
 @pytest.mark.parametrize("method, settings, values", [
