@@ -129,7 +129,8 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     name = args.name or spec.name
     if not valid_member_name(name):
         raise PAReconError(f"{name!r} cannot name a reconstruction (no '/', not empty, '.' or '..')", field="--name")
-    if args.scheduler != "distributed" and (args.address or args.workers is not None):
+    # One worker is what the local scheduler is, so --workers 1 there says nothing to warn about.
+    if args.scheduler != "distributed" and (args.address or args.workers not in (None, 1)):
         warnings.warn("--address and --workers apply to --scheduler distributed only; they are ignored", stacklevel=1)
     sections = (check_keys(load_params(args.params, "reconstruct"), METHODS, file=args.params, field="reconstruct")
                 if args.params else {})

@@ -139,6 +139,12 @@ def test_dask_options_without_the_distributed_scheduler_are_ignored_with_a_warni
                                                    "--scheduler distributed only; they are ignored")
 
 
+def test_one_worker_with_the_local_scheduler_is_no_warning(tmp_path, capsys):
+    status, err = run_main(["reconstruct", tmp_path / "m.h5", "--method", "bp", "--workers", "1",
+                            "--out", tmp_path / "r.h5"], capsys)
+    assert status == 2 and err.startswith("pa-recon: error:") and "warning" not in err
+
+
 def test_a_folder_given_as_the_measurement_file_is_called_a_folder(tmp_path, capsys):
     status, err = run_main(["reconstruct", tmp_path, "--method", "bp", "--out", tmp_path / "r.h5"], capsys)
     assert status == 2 and err == f"pa-recon: error: {tmp_path}: /: is a folder, not a file"

@@ -11,7 +11,7 @@ import torch
 import yaml
 from ipasc_fixture import line_positions, write_pacfish_file
 
-from pa_recon.cli import main
+from pa_recon.cli import build_parser, main
 from pa_recon.data.hdf5io import (
     data_digest,
     read_measurements,
@@ -341,6 +341,21 @@ def test_shipped_profiles_hold_valid_method_settings(profile):
     for method, overrides in sections.items():
         settings = method_settings(method, overrides)
         assert {key: settings[key] for key in overrides} == overrides
+
+
+@pytest.mark.parametrize("profile", ["params.yaml", "profiles/gpu.yaml"])
+def test_shipped_profiles_split_every_test_set_evenly_over_their_workers(profile):
+    """dvc.yaml passes the chunks section to reconstruct; the options parse, and each worker gets as many chunks."""
+    params = yaml.safe_load((Path(__file__).resolve().parents[2] / profile).read_text())
+    chunks = params["chunks"]
+    args = build_parser().parse_args(["reconstruct", "m.h5", "--method", "map", "--out", "r.h5",
+                                      "--batch-size", str(chunks["size"]), "--scheduler", chunks["scheduler"],
+                                      "--workers", str(chunks["workers"])])
+    assert args.workers >= 1 and args.batch_size >= 1
+    assert args.scheduler == "distributed" or args.workers == 1
+    for test_set in params["test_sets"].values():
+        scans = test_set["n"] * len(params["simulate"]["snr_db"])
+        assert scans % chunks["size"] == 0 and (scans // chunks["size"]) % chunks["workers"] == 0
 
 
 def test_import_ipasc_estimates_the_noise_above_the_params_sensor_band(tmp_path):
