@@ -14,7 +14,7 @@ import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from pa_recon.recon import (
     operator_norm,
     reconstruct,
 )
+
+if TYPE_CHECKING:
+    from dask.distributed import LocalCluster
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,7 @@ def reconstruct_file(job: ReconJob, batch_size: int, *, scheduler: str = "local"
     return ReconOutput.concatenate(parts)
 
 
-def local_cluster(n_workers: int | None) -> Any:
+def local_cluster(n_workers: int | None) -> LocalCluster:
     """A dask ``LocalCluster`` of ``n_workers`` processes (dask's choice for None), one task at a time each.
 
     dask gives its workers ``MALLOC_TRIM_THRESHOLD_=65536``, which stops glibc from raising its mmap threshold, so
