@@ -100,10 +100,15 @@ def benchmark_profile(path: str | Path, required: Sequence[str], profile_require
                          field=f"profiles.{name}", required=profile_required)
     with params_key(path, f"profiles.{name}.eval"):
         evaluated = evaluation(profile.get("eval") or {})
-    threads = profile.get("cpu_threads")
-    if threads is not None:
-        torch.set_num_threads(check_count(threads, f"profiles.{name}.cpu_threads", minimum=1, file=path))
+    apply_cpu_threads(profile.get("cpu_threads"), path, f"profiles.{name}.cpu_threads")
     return bench, name, profile, evaluated
+
+
+def apply_cpu_threads(threads: object, file: str | Path, field: str) -> None:
+    """Set torch's CPU threads (intra-op) for this process to ``threads``, a count >= 1 read from the params key
+    ``field`` of ``file``; ``None`` leaves torch's setting (``OMP_NUM_THREADS`` or one per core) as it is."""
+    if threads is not None:
+        torch.set_num_threads(check_count(threads, field, minimum=1, file=file))
 
 
 def check_keys(values: object, known: Iterable[str], *, file: str | Path, field: str,

@@ -9,6 +9,7 @@ from torch import Tensor
 from pa_recon.checks import check_number
 from pa_recon.cli.common import (
     add_device_option,
+    apply_cpu_threads,
     check_family,
     check_keys,
     data_path_from,
@@ -49,6 +50,8 @@ def cmd_train_prior(args: argparse.Namespace) -> None:
     flow, train = (check_keys(settings[part], PRIOR_KINDS, file=args.params, field=f"priors.{part}",
                               required=(args.kind,))[args.kind] for part in ("flow", "train"))
     train = dict(train)
+    # Before the training data are made, so that their simulation runs on the same threads.
+    apply_cpu_threads(train.pop("cpu_threads", None), args.params, f"priors.train.{args.kind}.cpu_threads")
     family = {"source": data.get("source", "procedural"), "vessel_params": data.get("vessels"),
               "mask_dir": phantoms.get("vessel_masks_dir"), "split": data.get("split", "train"),
               "refine": refine, "seed": data.get("seed", 0)}

@@ -72,6 +72,8 @@ def trained(tmp_path_factory):
      "priors.data.vessels.density: must be a finite number, got '2'"),
     (lambda p: p["priors"].update(alpha=0.7), "priors.alpha: alpha must lie in (0, 0.5), got 0.7"),
     (lambda p: p["phantoms"].update(refine=0), "phantoms.refine: must be an integer >= 1, got 0"),
+    (lambda p: p["priors"]["train"]["conditional"].update(cpu_threads=0),
+     "priors.train.conditional.cpu_threads: must be an integer >= 1, got 0"),
     (lambda p: p["priors"]["train"]["conditional"].update(device="cuda"),
      "priors.train.conditional.device: CUDA was asked for but is not available"),
     (lambda p: p["priors"]["train"]["conditional"].update(tracking=True, tracking_uri="mlruns"),
@@ -89,6 +91,28 @@ def test_a_wrong_priors_setting_is_named_before_the_data_are_made(tmp_path, caps
     err = capsys.readouterr().err
     assert err.startswith(f"pa-recon: error: {path}: {message}") and err.count("\n") == 1
     assert not (tmp_path / "c").exists()
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_training_runs_on_the_cpu_threads_its_params_ask_for(tmp_path, restore_threads):
+    """The count is applied before the data are made, recorded with the hardware, and is not a training option."""
+    params = copy.deepcopy(PARAMS)
+    params["priors"]["train"]["marginal"] = {**TRAIN, "cpu_threads": 3}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    torch.set_num_threads(1)
+    assert main(["train-prior", "--kind", "marginal", "--params", str(path), "--out-dir", str(tmp_path / "m"),
+                 "--device", "cpu"]) == 0
+    assert torch.get_num_threads() == 3
+    record = json.loads((tmp_path / "m" / "run.json").read_text())
+    assert [name.endswith("(3 threads)") for name in record["hardware"]] == [True]
+    assert "cpu_threads" not in json.dumps(record["settings"])
 
 
 def test_map_and_posterior_with_trained_priors_are_evaluated(trained):
