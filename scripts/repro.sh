@@ -4,7 +4,8 @@
 set -euo pipefail
 . "$(dirname "$0")/setup.sh"
 # One torch thread per process unless the caller says otherwise: the README's timings use it, and on a shared
-# 2-core machine two threads ran several times slower than one.
+# 2-core machine two threads ran several times slower than one. params.yaml gives each prior training two
+# (cpu_threads), and the stages with a prior two worker processes, since nothing else runs beside them.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 dvc repro dvc.yaml "$@"
 cat outputs/report/results.md
