@@ -100,16 +100,24 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
-def test_a_training_runs_on_the_cpu_threads_its_params_ask_for(tmp_path, restore_threads):
+def test_a_training_runs_on_the_cpu_threads_its_params_ask_for(tmp_path, monkeypatch, restore_threads):
     """The count is applied before the data are made, recorded with the hardware, and is not a training option."""
     params = copy.deepcopy(PARAMS)
     params["priors"]["train"]["marginal"] = {**TRAIN, "cpu_threads": 3}
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
+    threads_when_made = []
+    make = cli_priors.make_training_images
+
+    def spy(*args, **kwargs):
+        threads_when_made.append(torch.get_num_threads())
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(cli_priors, "make_training_images", spy)
     torch.set_num_threads(1)
     assert main(["train-prior", "--kind", "marginal", "--params", str(path), "--out-dir", str(tmp_path / "m"),
                  "--device", "cpu"]) == 0
-    assert torch.get_num_threads() == 3
+    assert threads_when_made == [3] and torch.get_num_threads() == 3
     record = json.loads((tmp_path / "m" / "run.json").read_text())
     assert [name.endswith("(3 threads)") for name in record["hardware"]] == [True]
     assert "cpu_threads" not in json.dumps(record["settings"])
