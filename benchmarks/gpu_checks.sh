@@ -7,7 +7,7 @@
 # its own time limit and all within SECONDS (default 540), so that a slow compile cannot take the others' time:
 #   channels_last   single-scan MAP (both priors, with the starts) with channels-last weights
 #   lbfgs           single-scan MAP by L-BFGS, after the float64 check that graph and op-by-op iterates agree
-#   batch_posterior conditional MAP of 16 scans together (latent start included) and 100 posterior samples
+#   batch_posterior conditional MAP of 16 scans together (steps, and apart their latent start) and 100 posterior samples
 #   compiled        single-scan MAP with the priors' passes compiled (the conditional prior's compile took over
 #                   230 s on an H200 host, so it goes last)
 # It needs torch with CUDA, numpy, scipy, h5py, yaml and tqdm, not mlflow, dask or dvc, and uses the working tree
@@ -39,5 +39,5 @@ check() {  # check NAME SECONDS ARGS...: one benchmarks/recon.py run, cut to wha
 
 check channels_last 90 --parts map --channels-last --no-check
 check lbfgs 120 --parts map --optimizer lbfgs
-check batch_posterior 120 --parts batch posterior --no-check
+check batch_posterior 180 --parts batch posterior --no-check
 check compiled 420 --parts map --compile --no-check

@@ -11,8 +11,9 @@ steps (``--modes``: op by op, or replayed as a captured CUDA graph): seconds for
 warm-up and the capture, apart), seconds for the start images that ``init: auto`` gives (not in the MAP columns):
 the TV image for the marginal prior, and a latent MAP of ``reconstruct.map.latent_steps`` steps for the conditional
 one, each on one scan; seconds per scan when ``--batch`` scans are reconstructed
-together (conditional prior), for 100 posterior samples of one scan (conditional prior), and for the same 100
-samples refined by ``reconstruct.posterior.refine_steps`` steps of randomise-then-optimise (when set). On CUDA a
+together (conditional prior: the MAP steps, and apart their latent-MAP start), for 100 posterior samples of one
+scan (conditional prior), and for the same 100 samples refined by ``reconstruct.posterior.refine_steps`` steps of
+randomise-then-optimise (when set). On CUDA a
 float64 check first confirms that CUDA-graph steps give the same iterates as op-by-op ones. Goals: MAP ≤ 2 s on a
 GPU, ≤ 60 s on the 2-core CPU; 100 samples ≤ 1 s on a GPU.
 
@@ -114,6 +115,7 @@ COLUMNS = {"map_marginal_first_s": "first MAP call, marginal [s]", "map_marginal
            "map_conditional_s": "MAP conditional [s]", "tv_start_s": "TV start, marginal [s]",
            "latent_start_s": "latent-MAP start, conditional [s]",
            "map_conditional_batch_s_per_scan": "MAP conditional, batch [s per scan]",
+           "latent_start_batch_s_per_scan": "latent-MAP start, batch [s per scan]",
            "posterior_100_s": "100 posterior samples [s]",
            "posterior_100_refined_s": "100 samples with RTO steps [s]"}
 
@@ -171,8 +173,11 @@ def timings(grid: Grid, array: LinearArray, flows: dict, settings: dict, device:
     # tau=0 never meets the discrepancy principle, so every run takes all the steps; the back-projection start
     # because an untrained prior's central image can make the first step non-finite (which would end the run).
     rule = replace(descent_settings(map_settings), tau=0.0, **MODES[mode])
-    row = {"device": device, "mode": mode, "optimizer": optimizer, "map_steps": steps, "batch": batch,
-           "refine_steps": int(posterior["refine_steps"])}
+    # The starts as map_image makes them: zero image-space steps leave one evaluation of the objective.
+    latent = replace(rule, steps=latent_steps, lr=LATENT_SETTINGS.lr)
+    start_only = replace(rule, steps=0)
+    row = {"device": device, "mode": mode, "optimizer": optimizer, "map_steps": steps, "latent_steps": latent_steps,
+           "batch": batch, "refine_steps": int(posterior["refine_steps"])}
 
     def put(column: str, seconds: float) -> None:
         row[column] = seconds
@@ -185,19 +190,19 @@ def timings(grid: Grid, array: LinearArray, flows: dict, settings: dict, device:
             if kind == "marginal":
                 put("map_marginal_first_s", first)
             put(f"map_{kind}_s", later)
-        # The starts as map_image makes them: zero image-space steps leave one evaluation of the objective.
         norm = operator_norm(op, device=device)
-        latent = replace(rule, steps=latent_steps, lr=LATENT_SETTINGS.lr)
         for column, kind, start in (("tv_start_s", "marginal", "tv"), ("latent_start_s", "conditional", "latent")):
             put(column, median_seconds(
                 lambda p=priors[kind], x0=start: map_image(op, y[:1], sigma[:1], p, x0=x0, op_norm=norm,
-                                                           settings=replace(rule, steps=0), latent_settings=latent),
+                                                           settings=start_only, latent_settings=latent),
                 device, 1))
-        row["latent_steps"] = latent_steps
     if "batch" in parts:
         put("map_conditional_batch_s_per_scan", median_seconds(
             lambda: map_image(op, y, sigma, priors["conditional"], x0="backprojection", settings=rule), device,
             1) / batch)
+        put("latent_start_batch_s_per_scan", median_seconds(
+            lambda: map_image(op, y, sigma, priors["conditional"], x0="latent", settings=start_only,
+                              latent_settings=latent), device, 1) / batch)
     if "posterior" in parts:
         put("posterior_100_s", median_seconds(
             lambda: posterior_sampling(op, y[:1], sigma[:1], priors["conditional"], n_samples=100, chunk=50,
