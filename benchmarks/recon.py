@@ -13,9 +13,8 @@ the TV image for the marginal prior, and a latent MAP of ``reconstruct.map.laten
 one, each on one scan; seconds per scan when ``--batch`` scans are reconstructed
 together (conditional prior: the MAP steps, and apart their latent-MAP start), for 100 posterior samples of one
 scan (conditional prior), and for the same 100 samples refined by ``reconstruct.posterior.refine_steps`` steps of
-randomise-then-optimise (when set). On CUDA a
-float64 check first confirms that CUDA-graph steps give the same iterates as op-by-op ones. Goals: MAP ≤ 2 s on a
-GPU, ≤ 60 s on the 2-core CPU; 100 samples ≤ 1 s on a GPU.
+randomise-then-optimise (when set). On CUDA a float64 check first confirms that CUDA-graph steps give the same
+iterates as op-by-op ones. Goals: MAP ≤ 2 s on a GPU, ≤ 60 s on the 2-core CPU; 100 samples ≤ 1 s on a GPU.
 
 ``--compile`` compiles the priors' passes (``FlowPrior.compile_passes``); the first MAP call column then holds the
 compilation. ``--channels-last`` stores the priors' 4-D weights channels-last, which puts their convolutions and the
