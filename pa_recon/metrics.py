@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.stats import rankdata, t as student_t
 
 from pa_recon.checks import check_count, check_number
 from pa_recon.errors import PAReconError
@@ -187,6 +186,8 @@ def interval_coverage(mean: ArrayLike, std: ArrayLike, truth: ArrayLike, level: 
     ``q = t_{n−1}((1 + level)/2)·√(1 + 1/n)`` (0.95 and 16 samples → 2.197). Built from mean and std, not sample
     quantiles, so it needs no stored samples.
     """
+    from scipy.stats import t as student_t  # scipy.stats takes a second to import: only evaluation needs it
+
     m, s, t, n = _uncertainty_inputs(mean, std, truth, n_samples)
     level = check_number(level, "level", above=0, below=1)
     q = student_t.ppf((1 + level) / 2, n - 1) * np.sqrt(1 + 1 / n)
@@ -211,6 +212,8 @@ def auroc(scores: ArrayLike, labels: ArrayLike) -> float:
     n_neg = positive.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
+    from scipy.stats import rankdata  # as in interval_coverage
+
     ranks = rankdata(s, method="average")
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 

@@ -14,14 +14,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from pa_recon.errors import PAReconError  # noqa: E402
-from pa_recon.metrics import (  # noqa: E402
+from pa_recon.errors import PAReconError
+from pa_recon.metrics import (
     calibration_error,
     flag_auroc,
     interval_coverage,
@@ -262,6 +258,11 @@ def save_panel(path: str | os.PathLike[str], truth: np.ndarray | None, data: np.
     array at the top; images share the colour range [0, 1], each map (posterior std, flags ...) has its own
     range from 0; ``data`` is ``(n_elements, n_samples)``.
     """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
     panels: list[tuple[str, np.ndarray]] = ([("truth", truth)] if truth is not None else []) + list(images.items())
     extra = list((maps or {}).items())
     fig, axes = plt.subplots(1, len(panels) + len(extra) + 1, figsize=(2.6 * (len(panels) + len(extra) + 1), 2.9),

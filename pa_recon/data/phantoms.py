@@ -17,7 +17,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
-from scipy.signal import lfilter
 
 from pa_recon.checks import check_count, check_number
 from pa_recon.errors import PAReconError
@@ -195,6 +194,8 @@ def _grow(segments: _Segments, rng: np.random.Generator, params: VesselParams, s
           radius: float, value: float, max_steps: int, step: float, size: int,
           box: tuple[float, float, float, float], depth: int) -> None:
     """Random-walk one vessel from ``start`` and recurse into its branches."""
+    from scipy.signal import lfilter  # here, not at the top: scipy.signal takes a second to import, every CLI run
+
     n = max_steps
     # Heading = initial direction + slow bend + a stationary AR(1) wiggle (tortuosity keeps its direction).
     a = 0.85

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from skimage.transform import resize
 
 from pa_recon.checks import check_number
 from pa_recon.errors import PAReconError
@@ -71,6 +70,8 @@ class VesselMaskFolder:
 
     def crop(self, nz: int, nx: int, rng: np.random.Generator, params: CropParams | None = None) -> np.ndarray:
         """One augmented crop, shape ``(nz, nx)`` float32 in ``[0, 1]`` (edges soft from the resize)."""
+        from skimage.transform import resize  # skimage takes a second to import: only DRIVE crops need it
+
         params = params or CropParams()
         mask = self.masks[int(rng.integers(len(self.masks)))]
         quarter_turns = int(rng.integers(4))

@@ -6,6 +6,8 @@ import argparse
 import errno
 import os
 import signal
+import subprocess
+import sys
 import time
 import warnings
 from importlib.metadata import version
@@ -33,6 +35,15 @@ def test_help_lists_every_sub_command(capsys):
     for command in ("phantoms", "simulate", "import-ipasc", "reconstruct", "evaluate", "report", "train-prior",
                     "flow-train", "flow-eval", "flow-report", "sr-train", "sr-eval", "sr"):
         assert command in out
+
+
+def test_the_entry_point_leaves_the_slow_imports_to_the_commands_that_use_them():
+    # Every pa-recon run and every dask worker pays its imports; plotting, statistics, signal filters and skimage
+    # cost seconds on a small CPU and serve only some commands.
+    code = ("import sys; import pa_recon.cli, pa_recon.batch; "
+            "print(' '.join(m for m in ('matplotlib', 'scipy.stats', 'scipy.signal', 'skimage.transform') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == []
 
 
 def test_every_option_of_every_sub_command_has_help_and_shows_its_default():
