@@ -194,7 +194,7 @@ def _grow(segments: _Segments, rng: np.random.Generator, params: VesselParams, s
           radius: float, value: float, max_steps: int, step: float, size: int,
           box: tuple[float, float, float, float], depth: int) -> None:
     """Random-walk one vessel from ``start`` and recurse into its branches."""
-    from scipy.signal import lfilter  # here, not at the top: scipy.signal takes a second to import, every CLI run
+    from scipy.signal import lfilter  # not at the top: every pa-recon command would pay scipy.signal's second to load
 
     n = max_steps
     # Heading = initial direction + slow bend + a stationary AR(1) wiggle (tortuosity keeps its direction).

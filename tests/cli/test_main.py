@@ -40,8 +40,8 @@ def test_help_lists_every_sub_command(capsys):
 def test_the_entry_point_leaves_the_slow_imports_to_the_commands_that_use_them():
     # Every pa-recon run and every dask worker pays its imports; plotting, statistics, signal filters and skimage
     # cost seconds on a small CPU and serve only some commands.
-    code = ("import sys; import pa_recon.cli, pa_recon.batch; "
-            "print(' '.join(m for m in ('matplotlib', 'scipy.stats', 'scipy.signal', 'skimage.transform') if m in sys.modules))")
+    slow = ("matplotlib", "scipy.stats", "scipy.signal", "skimage.transform")
+    code = f"import sys; import pa_recon.cli, pa_recon.batch; print(' '.join(m for m in {slow} if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert loaded == []
 
