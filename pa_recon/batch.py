@@ -9,7 +9,9 @@ files must be readable at the same paths on every worker.
 
 from __future__ import annotations
 
+import ast
 import functools
+import hashlib
 import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,7 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pa_recon.data.hdf5io import n_scans, read_measurements
+from pa_recon.data.hdf5io import data_digest, n_scans, read_measurements, read_reconstructions
 from pa_recon.errors import PAReconError
 from pa_recon.physics import Grid, LinearArray, PATOperator
 from pa_recon.priors import FlowPrior, check_geometry, load_prior
@@ -29,10 +31,13 @@ from pa_recon.recon import (
     MethodSpec,
     Problem,
     check_prior_kind,
+    latent_start_mismatch,
     method_settings,
     needs_prior,
     operator_norm,
+    parse_method,
     reconstruct,
+    resolved_start,
 )
 
 if TYPE_CHECKING:
@@ -48,6 +53,8 @@ class ReconJob:
     so matching it makes workers' results bitwise equal to this process's. ``prior_kind`` ("marginal" or
     "conditional") is the kind the ``prior`` file must be; ``None`` takes any kind the method works with.
     ``compile``: every process compiles the prior's passes (:meth:`~pa_recon.priors.FlowPrior.compile_passes`).
+    ``latent_start``: a reconstruction file whose images ``map`` takes as its latent start instead of computing it
+    (see :func:`usable_latent_start`).
     """
 
     measurements: str
@@ -61,6 +68,7 @@ class ReconJob:
     prior_kind: str | None = None
     allow_geometry_mismatch: bool = False
     compile: bool = False
+    latent_start: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,70 @@ def job_prior(job: ReconJob, op: PATOperator) -> FlowPrior | None:
     return prior
 
 
+def file_sha256(path: str, *, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file's bytes (hex), read ``chunk`` bytes at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def usable_latent_start(job: ReconJob, prior: FlowPrior | None) -> str | None:
+    """``job.latent_start`` when its images are the latent start of the job's run, else ``None``.
+
+    The file must hold one reconstruction (else an error, whatever the run). ``None`` when the run starts from no
+    latent MAP: a method other than ``map``, or an ``init`` that resolves to another start for ``prior``. If the
+    file is not a ``map_latent`` run on the same data (by digest), with the same prior (by the digest that
+    ``pa-recon reconstruct`` records) and the step rule and ``model_error`` of the job's latent start
+    (:func:`~pa_recon.recon.latent_start_mismatch`), a warning says why and the run computes its start itself.
+    """
+    path = job.latent_start
+    if path is None:
+        return None
+    recon = read_reconstructions(path, stop=1)
+    if len(recon.images) != 1:
+        raise PAReconError(f"holds {len(recon.images)} reconstructions; a latent start needs a file of one",
+                           file=path, field="--latent-start")
+    if job.method != "map" or prior is None or resolved_start(job.settings["init"], prior) != "latent":
+        return None
+    reason = _latent_start_mismatch(job, recon.attrs, recon.source_digest)
+    if reason is not None:
+        warnings.warn(f"{path}: {reason}; the latent start is computed instead", stacklevel=2)
+        return None
+    return path
+
+
+def _latent_start_mismatch(job: ReconJob, attrs: Mapping[str, Any], source_digest: str | None) -> str | None:
+    """Why a reconstruction file with root ``attrs`` and ``source_digest`` is not the job's latent start, or
+    ``None``."""
+    if source_digest != data_digest(job.measurements):
+        return f"it was not made from the data of {job.measurements}"
+    method = str(attrs.get("method", ""))
+    try:
+        is_latent_map = parse_method(method).method == "map_latent"
+    except PAReconError:
+        is_latent_map = False
+    if not is_latent_map:
+        return f"it holds a {method or 'unnamed'} reconstruction, not a map_latent one"
+    if job.prior is None or attrs.get("prior_sha256") != file_sha256(job.prior):
+        return f"it was not made with the prior {job.prior}"
+    settings = {key.removeprefix("settings_"): _literal(value) for key, value in attrs.items()
+                if key.startswith("settings_")}
+    try:
+        return latent_start_mismatch(job.settings, method_settings("map_latent", settings))
+    except PAReconError as err:
+        return f"its settings are not map_latent settings of this version: {err.message}"
+
+
+def _literal(text: Any) -> Any:
+    """A setting as ``pa-recon reconstruct`` stores it (``str`` of the value) back as the value."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def reconstruct_chunk(job: ReconJob, start: int, stop: int) -> ReconOutput:
     """Scans ``start .. stop − 1`` of the job's file: maps ``(n, nz, nx)`` and per-scan values ``(n,)``."""
     if job.threads and torch.get_num_threads() != job.threads:
@@ -132,9 +204,13 @@ def reconstruct_chunk(job: ReconJob, start: int, stop: int) -> ReconOutput:
     meas = read_measurements(job.measurements, start=start, stop=stop)
     generators = [torch.Generator(device=job.device).manual_seed(job.seed * 1_000_003 + scan)
                   for scan in range(start, stop)]
+    latent_start = None
+    if job.latent_start is not None:
+        (images,) = read_reconstructions(job.latent_start, start=start, stop=stop).images.values()
+        latent_start = torch.as_tensor(images, device=job.device)[:, None]
     problem = Problem(op=op, y=torch.as_tensor(meas.data, device=job.device).float(),
                       sigma=torch.as_tensor(meas.noise_sigma, device=job.device).float(), op_norm=job.op_norm,
-                      prior=job_prior(job, op), generator=generators)
+                      prior=job_prior(job, op), generator=generators, latent_start=latent_start)
     return ReconOutput.from_method(reconstruct(job.method, problem, job.settings))
 
 
@@ -171,11 +247,11 @@ def reconstruct_file(job: ReconJob, batch_size: int, *, scheduler: str = "local"
     if n_workers is not None and n_workers < 1:
         raise PAReconError(f"need at least 1 worker, got {n_workers}", field="--workers")
     op = file_operator(job.measurements, job.device)
-    job_prior(job, op)
+    prior = job_prior(job, op)
     ranges = list(chunks(n_scans(job.measurements), batch_size))
     check_scans(job, ranges)
     norm = operator_norm(op, device=job.device)
-    job = replace(job, op_norm=norm, threads=torch.get_num_threads(),
+    job = replace(job, op_norm=norm, threads=torch.get_num_threads(), latent_start=usable_latent_start(job, prior),
                   prior=job.prior if needs_prior(job.method) else None)  # job_prior warned about an unused one
     desc = f"reconstruct {job.method}"
     if scheduler == "local":

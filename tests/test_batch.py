@@ -3,6 +3,7 @@ bad settings are named."""
 
 import os
 import shutil
+import warnings
 from dataclasses import replace
 
 import dask
@@ -12,8 +13,8 @@ import pytest
 import torch
 
 from pa_recon import batch
-from pa_recon.batch import ReconJob, chunks, local_cluster, reconstruct_file
-from pa_recon.data.hdf5io import write_measurements
+from pa_recon.batch import ReconJob, chunks, file_sha256, local_cluster, reconstruct_file
+from pa_recon.data.hdf5io import data_digest, write_measurements, write_reconstructions
 from pa_recon.errors import PAReconError
 from pa_recon.flows.registry import randomize_parameters
 from pa_recon.physics import Grid, LinearArray, PATOperator
@@ -108,6 +109,25 @@ def test_prior_methods_on_a_dask_scheduler_equal_the_local_path(with_prior, clus
     local = reconstruct_file(job, batch_size=2)
     assert local.per_scan.keys() == values and all(v.shape == (5,) for v in local.per_scan.values())
     assert local.labels == ({"stop_reason": STOP_REASONS, "start": START_KINDS} if method == "map" else {})
+    assert_equal_outputs(reconstruct_file(job, batch_size=2, scheduler="distributed",
+                                          address=cluster.scheduler_address), local)
+
+
+def test_workers_read_their_chunks_of_a_latent_start_file(with_prior, cluster, tmp_path):
+    meas, prior = with_prior
+    latent_settings = method_settings("map_latent", {"steps": 3})
+    latent = reconstruct_file(ReconJob(meas, "map_latent", latent_settings, prior=prior), 2)
+    path = tmp_path / "latent.h5"
+    write_reconstructions(path, {"map_latent": latent.maps["image"]}, GRID8.to_dict(), "meas.h5",
+                          attrs={"method": "map_latent", "prior_sha256": file_sha256(prior),
+                                 **{f"settings_{k}": str(v) for k, v in latent_settings.items()}},
+                          source_digest=data_digest(meas))
+    job = ReconJob(meas, "map", method_settings("map", {"steps": 3, "latent_steps": 3}), prior=prior,
+                   latent_start=str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a file found unfit would warn and not be read
+        local = reconstruct_file(job, batch_size=2)
+    assert_equal_outputs(local, reconstruct_file(replace(job, latent_start=None), batch_size=2))
     assert_equal_outputs(reconstruct_file(job, batch_size=2, scheduler="distributed",
                                           address=cluster.scheduler_address), local)
 

@@ -13,7 +13,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from pa_recon.batch import ReconJob, reconstruct_file
+from pa_recon.batch import ReconJob, file_sha256, reconstruct_file
 from pa_recon.checks import check_count, check_number
 from pa_recon.cli.common import (
     add_device_option,
@@ -142,11 +142,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
     job = ReconJob(args.measurements, spec.method, settings.get(spec.method) or method_settings(spec.method),
                    device=str(pick_device(args.device)), seed=args.seed, prior=args.prior,
                    prior_kind=spec.prior_kind, allow_geometry_mismatch=args.allow_geometry_mismatch,
-                   compile=args.compile)
+                   compile=args.compile, latent_start=args.latent_start)
     out = reconstruct_file(job, args.batch_size, scheduler=args.scheduler, address=args.address,
                            n_workers=args.workers)
     grid = read_measurements(args.measurements, stop=1).grid
-    attrs = {"method": args.method, "prior": args.prior if args.prior and needs_prior(spec.method) else "",
+    with_prior = bool(args.prior and needs_prior(spec.method))
+    attrs = {"method": args.method, "prior": args.prior if with_prior else "",
+             "prior_sha256": file_sha256(args.prior) if with_prior else "",
              **{f"settings_{k}": str(v) for k, v in job.settings.items()}}
     write_reconstructions(args.out, {name: out.maps["image"]}, grid, Path(args.measurements).name,
                           maps=_named(name, out.maps), per_scan=_named(name, out.per_scan),
@@ -281,6 +283,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true",
                    help="compile the prior's passes with torch.compile: faster steps, mostly on a GPU, after a "
                         "compilation of seconds to minutes per chunk shape")
+    p.add_argument("--latent-start", metavar="FILE",
+                   help="map: the output of a map_latent run on the same measurements with the same prior, taken as "
+                        "the latent start (init latent, or auto with a conditional prior) instead of computing it; "
+                        "a file made with other latent settings is not used (warns). Ignored by other starts")
     p.add_argument("--name", help="name of the reconstruction in the output (default: METHOD, with _ for -)")
     p.add_argument("--batch-size", type=int, default=16, help="scans per chunk")
     add_device_option(p, "where to reconstruct")

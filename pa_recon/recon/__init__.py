@@ -27,7 +27,7 @@ from pa_recon.recon.hallucination import (
 )
 from pa_recon.recon.latent import map_latent
 from pa_recon.recon.lbfgs import LBFGSSettings
-from pa_recon.recon.map import START_KINDS, map_image
+from pa_recon.recon.map import START_KINDS, map_image, resolved_start
 from pa_recon.recon.map_common import MAPResult, chi_square, total_sigma
 from pa_recon.recon.methods import (
     METHODS,
@@ -37,6 +37,7 @@ from pa_recon.recon.methods import (
     check_prior_kind,
     descent_settings,
     flag_rule,
+    latent_start_mismatch,
     method_names,
     method_settings,
     needs_prior,
@@ -74,6 +75,7 @@ __all__ = [
     "flag_score",
     "hallucination_map",
     "lam_from_fraction",
+    "latent_start_mismatch",
     "least_squares_scale",
     "map_image",
     "map_latent",
@@ -89,6 +91,7 @@ __all__ = [
     "ramp_filter",
     "reconstruct",
     "remove_small_regions",
+    "resolved_start",
     "scan_values",
     "total_sigma",
     "total_variation",

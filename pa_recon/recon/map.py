@@ -38,6 +38,15 @@ def check_start(name: object, field: str = "x0") -> str:
     return name
 
 
+def resolved_start(x0: str, prior: ImagePrior) -> str:
+    """The start that :func:`map_image` takes for ``x0`` (one of :data:`STARTS`) with ``prior``: ``"auto"`` is
+    ``"latent"`` for a conditional prior and ``"tv"`` for a marginal one."""
+    name = check_start(x0)
+    if name == "auto":
+        return "latent" if prior.conditional else "tv"
+    return name
+
+
 def map_image(
     op: LinearOperator,
     y: torch.Tensor,
@@ -50,6 +59,7 @@ def map_image(
     op_norm: float | None = None,
     latent_settings: AdamSettings | LBFGSSettings = LATENT_SETTINGS,
     latent_nll_max: float | None = None,
+    latent_start: torch.Tensor | None = None,
 ) -> MAPResult:
     """Image-space MAP: minimise ``½‖A x − y‖²/σ² + lam · NLL(x [| c])`` for data ``y`` ``(B, *op.data_shape)``.
 
@@ -65,6 +75,9 @@ def map_image(
     an image ``(B, *op.image_shape)``, which is copied. ``latent_nll_max`` (nats per pixel; ``"auto"`` only): a
     scan whose latent start the prior scores above it starts from TV instead. A latent MAP the prior finds
     atypical marks data unlike its training images, where that image on the prior's range is a biased start.
+    ``latent_start`` ``(B, *op.image_shape)``: the latent MAP images when they are already made (by
+    :func:`~pa_recon.recon.latent.map_latent` with ``latent_settings`` on the same data, ``sigma`` and prior); the
+    ``"latent"`` start then takes them instead of running that descent again.
     ``settings``: :class:`AdamSettings` or :class:`~pa_recon.recon.lbfgs.LBFGSSettings`; the learning rate is in
     image units per step. Returns :class:`~pa_recon.recon.map_common.MAPResult` (``latents`` is ``None``;
     ``starts`` one of :data:`START_KINDS` per scan; ``start_nll`` the NLL per pixel of a latent start).
@@ -74,15 +87,20 @@ def map_image(
     if latent_nll_max is not None:
         latent_nll_max = check_number(latent_nll_max, "latent_nll_max")
         require(isinstance(x0, str) and x0 == "auto", "applies to the start 'auto' only", "latent_nll_max")
+    if latent_start is not None:
+        require(isinstance(x0, str) and resolved_start(x0, prior) == "latent",
+                "applies to a latent start only (x0 'latent', or 'auto' with a conditional prior)", "latent_start")
+        require(isinstance(latent_start, torch.Tensor) and latent_start.shape == (y.shape[0], *op.image_shape),
+                f"expected images of shape {(y.shape[0], *op.image_shape)}", "latent_start")
+        require(bool(torch.isfinite(latent_start).all()), "contains NaN or infinite values", "latent_start")
     cond = prior_condition(prior, op, y)
     start_nll = None
     if isinstance(x0, str):
-        name = check_start(x0)
-        if name == "auto":
-            name = "latent" if prior.conditional else "tv"
+        name = resolved_start(x0, prior)
         starts = [name] * y.shape[0]
         if name == "latent":
-            start = latent_descent(op, y, sigma, prior, cond, zero_latents(prior, y), latent_settings).image
+            start = (latent_descent(op, y, sigma, prior, cond, zero_latents(prior, y), latent_settings).image
+                     if latent_start is None else latent_start.to(dtype=y.dtype, device=y.device))
             with torch.no_grad():
                 start_nll = prior.nll(start, cond) / start[0].numel()
             if latent_nll_max is not None and bool((off := start_nll > latent_nll_max).any()):

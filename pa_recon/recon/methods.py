@@ -40,7 +40,9 @@ PRIOR_KINDS = ("marginal", "conditional")
 class Problem:
     """Data ``y (B, n_el, n_samples)`` of ``op`` with per-scan noise std ``sigma (B,)`` (or one number for every
     scan; 0 where unknown); ``op_norm`` = ‖A‖;
-    ``generator``: where random methods draw from (one generator, one per scan, or ``None`` for the global RNG)."""
+    ``generator``: where random methods draw from (one generator, one per scan, or ``None`` for the global RNG);
+    ``latent_start`` ``(B, 1, nz, nx)``: ``map``'s latent start when it is already made (see
+    :func:`latent_start_mismatch`), else ``None``."""
 
     op: LinearOperator
     y: torch.Tensor
@@ -48,6 +50,7 @@ class Problem:
     op_norm: float
     prior: Any = None
     generator: Generators = None
+    latent_start: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,19 @@ def _latent_start(s: Mapping[str, Any]) -> AdamSettings | LBFGSSettings:
                              "lr_decay": LATENT_SETTINGS.lr_decay, "tau": LATENT_SETTINGS.tau})
 
 
+def latent_start_mismatch(map_settings: Mapping[str, Any], latent_settings: Mapping[str, Any]) -> str | None:
+    """Why a ``map_latent`` run with ``latent_settings`` does not make the latent start of a ``map`` run with
+    ``map_settings`` (both complete, as :func:`method_settings` returns them), or ``None`` when it does: the same
+    step rule and ``model_error``. On the same data and prior its images are then that start."""
+    ours, theirs = _latent_start(map_settings), descent_settings(latent_settings)
+    if ours != theirs:
+        return f"its latent MAP ran {theirs}, this run's latent start takes {ours}"
+    if map_settings["model_error"] != latent_settings["model_error"]:
+        return (f"its latent MAP ran with model_error {latent_settings['model_error']}, this run's latent start "
+                f"takes {map_settings['model_error']}")
+    return None
+
+
 def _prior_weight(p: Problem, s: Mapping[str, Any]) -> float:
     """``lam``, or its entry for the problem's kind of prior when it is a mapping."""
     lam = s["lam"]
@@ -144,7 +160,8 @@ def _prior_weight(p: Problem, s: Mapping[str, Any]) -> float:
 def _map(p: Problem, s: Mapping[str, Any]) -> MethodOutput:
     return _map_output(map_image(p.op, p.y, _likelihood_sigma(p, s), p.prior, lam=_prior_weight(p, s),
                                  x0=s["init"], settings=descent_settings(s), op_norm=p.op_norm,
-                                 latent_settings=_latent_start(s), latent_nll_max=s["latent_nll_max"]))
+                                 latent_settings=_latent_start(s), latent_nll_max=s["latent_nll_max"],
+                                 latent_start=p.latent_start))
 
 
 def _map_latent(p: Problem, s: Mapping[str, Any]) -> MethodOutput:

@@ -2,19 +2,24 @@
 
 import copy
 import json
+import shutil
+from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
 import yaml
 from interruptions import interrupted_after
 
+from pa_recon.batch import file_sha256
 from pa_recon.cli import main
 from pa_recon.cli import priors as cli_priors
-from pa_recon.data.hdf5io import read_reconstructions
+from pa_recon.data.hdf5io import read_reconstructions, write_reconstructions
 from pa_recon.priors import FlowPrior, load_prior, training
 from pa_recon.priors.training import TRAINING_SET_FILE
 from pa_recon.recon import START_KINDS, STOP_REASONS
+from pa_recon.recon import map as map_module
 
 TRAIN = {"max_steps": 3, "batch_size": 4, "val_every": 0, "sample_every": 0, "checkpoint_every": 0,
          "tracking": False, "progress": False, "device": "cpu"}
@@ -158,6 +163,112 @@ def test_map_and_posterior_with_trained_priors_are_evaluated(trained):
     assert metrics["map_marginal"]["start_tv"] == 1
     csv = (d / "plots" / "chi2_per_scan.csv").read_text().splitlines()[0]
     assert csv == "scan,group,map_marginal,map_latent_conditional,posterior"
+
+
+def _reconstruct(d, method: str, kind: str, params, out, *extra: str) -> int:
+    """One scan a chunk: a latent start is read chunk by chunk, and the chunk size moves the last bits."""
+    return main(["reconstruct", str(d / "meas.h5"), "--method", method, "--prior", str(d / kind / "prior.pt"),
+                 "--params", str(params), "--out", str(out), "--device", "cpu", "--batch-size", "1", *extra])
+
+
+def _assert_same_reconstructions(a, b):
+    a, b = read_reconstructions(a), read_reconstructions(b)
+    for name in a.images:
+        np.testing.assert_array_equal(a.images[name], b.images[name])
+    assert a.per_scan.keys() == b.per_scan.keys()
+    for name in a.per_scan:
+        np.testing.assert_array_equal(a.per_scan[name], b.per_scan[name])
+
+
+@pytest.fixture(scope="module")
+def latent_start(trained):
+    """The conditional prior's latent MAP of the measurements, and the map-conditional images computed without it."""
+    d, params = trained
+    assert _reconstruct(d, "map_latent-conditional", "conditional", params, d / "latent.h5") == 0
+    assert _reconstruct(d, "map-conditional", "conditional", params, d / "map_computed.h5") == 0
+    return d / "latent.h5", d / "map_computed.h5"
+
+
+def test_map_takes_a_latent_map_file_as_its_latent_start_with_the_same_result(trained, latent_start, tmp_path,
+                                                                              monkeypatch, capsys):
+    d, params = trained
+    latent, computed = latent_start
+    assert read_reconstructions(latent).attrs["prior_sha256"] == file_sha256(str(d / "conditional" / "prior.pt"))
+    monkeypatch.setattr(map_module, "latent_descent", lambda *a, **k: pytest.fail("ran the latent descent"))
+    assert _reconstruct(d, "map-conditional", "conditional", params, tmp_path / "o.h5",
+                        "--latent-start", str(latent)) == 0
+    assert "warning" not in capsys.readouterr().err
+    _assert_same_reconstructions(tmp_path / "o.h5", computed)
+    # A start that is no latent MAP takes no images: the marginal prior starts from TV, silently.
+    assert _reconstruct(d, "map-marginal", "marginal", params, tmp_path / "m.h5", "--latent-start", str(latent)) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert read_reconstructions(tmp_path / "m.h5").per_scan["map_marginal_start"].tolist() == (
+        [START_KINDS.index("tv")] * 2)
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("latent_steps", "its latent MAP ran AdamSettings(steps=5"),
+    ("model_error", "its latent MAP ran with model_error 0.0, this run's latent start takes 0.1"),
+    ("marginal prior", "it was not made with the prior"),
+    ("other data", "it was not made from the data of"),
+    ("a tv file", "it holds a tv reconstruction, not a map_latent one"),
+    ("a setting of another version", "its settings are not map_latent settings of this version: unknown settings ['momentum']"),
+])
+def test_a_latent_map_file_made_otherwise_is_not_used_and_the_start_is_computed(trained, latent_start, tmp_path,
+                                                                                 capsys, case, reason):
+    d, params = trained
+    latent, computed = latent_start
+    settings = yaml.safe_load(params.read_text())
+    if case in ("latent_steps", "model_error"):
+        settings["reconstruct"]["map"].update({"latent_steps": 4} if case == "latent_steps" else {"model_error": 0.1})
+        params = tmp_path / "params.yaml"
+        params.write_text(yaml.safe_dump(settings))
+        computed = tmp_path / "computed.h5"
+        assert _reconstruct(d, "map-conditional", "conditional", params, computed) == 0
+    elif case == "marginal prior":
+        latent = tmp_path / "latent_marginal.h5"
+        assert _reconstruct(d, "map_latent-marginal", "marginal", params, latent) == 0
+    elif case == "other data":
+        other = tmp_path / "other.yaml"
+        other.write_text(yaml.safe_dump({**settings, "simulate": {"snr_db": [30.0], "seed": 2}}))
+        assert main(["simulate", str(d / "ph.h5"), "--params", str(other), "--out", str(tmp_path / "meas.h5"),
+                     "--device", "cpu"]) == 0
+        latent = tmp_path / "latent_other.h5"
+        assert main(["reconstruct", str(tmp_path / "meas.h5"), "--method", "map_latent", "--prior",
+                     str(d / "conditional" / "prior.pt"), "--params", str(params), "--out", str(latent),
+                     "--device", "cpu"]) == 0
+    elif case == "a tv file":
+        latent = tmp_path / "tv.h5"
+        assert main(["reconstruct", str(d / "meas.h5"), "--method", "tv", "--out", str(latent)]) == 0
+    else:
+        latent = Path(shutil.copy(latent, tmp_path / "newer.h5"))
+        with h5py.File(latent, "a") as f:
+            f.attrs["settings_momentum"] = "0.9"
+    capsys.readouterr()
+    assert _reconstruct(d, "map-conditional", "conditional", params, tmp_path / "o.h5",
+                        "--latent-start", str(latent)) == 0
+    err = capsys.readouterr().err
+    assert f"pa-recon: warning: {latent}: {reason}" in err and "the latent start is computed instead" in err
+    _assert_same_reconstructions(tmp_path / "o.h5", computed)
+
+
+def test_a_latent_start_file_that_cannot_serve_is_refused_before_any_output(trained, latent_start, tmp_path,
+                                                                              capsys):
+    d, params = trained
+    latent, _ = latent_start
+    two = tmp_path / "two.h5"
+    recon = read_reconstructions(latent)
+    image = recon.images["map_latent_conditional"]
+    write_reconstructions(two, {"a": image, "b": image}, recon.grid, "meas.h5", attrs={"method": "map_latent"},
+                          source_digest=recon.source_digest)
+    for path, message in ((tmp_path / "missing.h5", "missing.h5"),
+                          (two, "holds 2 reconstructions; a latent start needs a file of one"),
+                          (d / "meas.h5", "meas.h5")):
+        assert _reconstruct(d, "map-marginal", "marginal", params, tmp_path / "o.h5", "--latent-start",
+                            str(path)) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("pa-recon: error: ") and message in err
+        assert not (tmp_path / "o.h5").exists()
 
 
 def test_method_without_prior_and_prior_of_another_geometry_are_refused(trained, tmp_path, capsys):

@@ -21,6 +21,7 @@ from pa_recon.recon import (
     operator_norm,
     tv_reconstruction,
 )
+from pa_recon.recon import map as map_module
 from pa_recon.recon.prior_protocol import check_prior
 
 CONVERGE = AdamSettings(steps=1000, lr=3e-2, lr_decay=0.01, tau=None)
@@ -145,6 +146,43 @@ def test_latent_start_computes_the_condition_once(dense_op, monkeypatch):
     map_image(case.op, case.y, case.sigma, case.prior, x0="latent", settings=AdamSettings(steps=2),
               latent_settings=AdamSettings(steps=2))
     assert len(calls) == 1
+
+
+def test_a_given_latent_start_stands_in_for_the_latent_descent(dense_op, monkeypatch):
+    case = gaussian_case(dense_op, [0.02, 0.02, 0.02], conditional=True, noise=0.1)
+    latent_settings = AdamSettings(steps=30, lr=5e-2, tau=None)
+    start = map_latent(case.op, case.y, case.sigma, case.prior, settings=latent_settings).image
+    steps = AdamSettings(steps=20, lr=3e-2, tau=None)
+    computed = map_image(case.op, case.y, case.sigma, case.prior, settings=steps, latent_settings=latent_settings)
+    nll = computed.start_nll
+    threshold = float(nll.min() + nll.max()) / 2  # some scans keep their latent start, the others go to TV
+    split = map_image(case.op, case.y, case.sigma, case.prior, settings=steps, latent_settings=latent_settings,
+                      latent_nll_max=threshold)
+    monkeypatch.setattr(map_module, "latent_descent", lambda *a, **k: pytest.fail("ran the latent descent"))
+    before = start.clone()
+    for expected, nll_max in ((computed, None), (split, threshold)):
+        given = map_image(case.op, case.y, case.sigma, case.prior, settings=steps, latent_start=start,
+                          latent_nll_max=nll_max)
+        for a, b in ((given.image, expected.image), (given.history, expected.history),
+                     (given.start_nll, expected.start_nll), (given.steps, expected.steps)):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert given.starts == expected.starts
+    assert set(split.starts) == {"latent", "tv"} and torch.equal(start, before)
+
+
+@pytest.mark.parametrize("conditional, x0, change, message", [
+    (True, "auto", lambda x: x[:1], "expected images of shape"),
+    (True, "latent", lambda x: x[..., :-1], "expected images of shape"),
+    (True, "latent", lambda x: torch.where(x > x.mean(), torch.inf, x), "NaN or infinite"),
+    (True, "latent", lambda x: x.numpy(), "expected images of shape"),
+    (True, "tv", lambda x: x, "applies to a latent start only"),
+    (False, "auto", lambda x: x, "applies to a latent start only"),
+])
+def test_a_latent_start_that_does_not_fit_is_refused(dense_op, conditional, x0, change, message):
+    case = gaussian_case(dense_op, [0.1, 0.1], conditional=conditional)
+    with pytest.raises(PAReconError, match=message) as err:
+        map_image(case.op, case.y, case.sigma, case.prior, x0=x0, latent_start=change(case.x))
+    assert err.value.field == "latent_start"
 
 
 def test_tv_start_is_the_tv_method_with_its_defaults(dense_op):

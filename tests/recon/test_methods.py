@@ -22,6 +22,7 @@ from pa_recon.recon import (
     MethodSpec,
     check_prior_kind,
     flag_rule,
+    latent_start_mismatch,
     method_names,
     method_settings,
     needs_prior,
@@ -132,6 +133,37 @@ def test_map_of_a_conditional_prior_starts_from_a_latent_map_of_latent_steps(den
     expected = map_latent(case.op, case.y, sigma, case.prior, settings=AdamSettings(steps=7, lr=5e-2)).image
     torch.testing.assert_close(out.maps["image"], expected, rtol=0, atol=0)
     assert out.per_scan["steps"].tolist() == [0, 0]
+
+
+def test_map_takes_a_given_latent_start_from_the_problem(dense_op):
+    case = gaussian_case(dense_op, [0.1, 0.1], conditional=True)
+    start = torch.full_like(case.x, 0.3)
+    problem = Problem(case.op, case.y, case.sigma, 1.0, prior=case.prior, latent_start=start)
+    out = reconstruct("map", problem, {"steps": 4, "latent_steps": 7})
+    expected = map_image(case.op, case.y, case.sigma, case.prior, settings=AdamSettings(steps=4),
+                         latent_start=start)
+    torch.testing.assert_close(out.maps["image"], expected.image, rtol=0, atol=0)
+    assert out.per_scan["start"].tolist() == [START_KINDS.index("latent")] * 2
+    torch.testing.assert_close(out.per_scan["start_nll"], expected.start_nll, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("map_changes, latent_changes, reason", [
+    ({}, {}, None),
+    ({"lam": 5.0, "steps": 9, "lr": 0.3, "tau": None, "init": "latent"}, {}, None),  # the image steps' own settings
+    ({"latent_steps": 150}, {}, "this run's latent start takes AdamSettings(steps=150"),
+    ({}, {"lr": 0.02}, "its latent MAP ran AdamSettings(steps=200, lr=0.02"),
+    ({}, {"lr_decay": 0.5}, "lr_decay=0.5"),
+    ({}, {"tau": None}, "tau=None"),
+    ({"optimizer": "lbfgs"}, {}, "LBFGSSettings"),
+    ({}, {"model_error": 0.1}, "its latent MAP ran with model_error 0.1, this run's latent start takes 0.05"),
+])
+def test_a_map_latent_run_is_a_map_runs_latent_start_when_its_step_rule_and_model_error_match(
+        map_changes, latent_changes, reason):
+    common = {"optimizer": "adam", "model_error": 0.05}
+    map_settings = method_settings("map", {**common, "latent_steps": 200, **map_changes})
+    latent_settings = method_settings("map_latent", {**common, "steps": 200, **latent_changes})
+    mismatch = latent_start_mismatch(map_settings, latent_settings)
+    assert mismatch is None if reason is None else reason in mismatch
 
 
 @pytest.mark.parametrize("method", ["map", "map_latent"])
