@@ -157,18 +157,22 @@ def usable_latent_start(job: ReconJob, prior: FlowPrior | None) -> str | None:
     if len(recon.images) != 1:
         raise PAReconError(f"holds {len(recon.images)} reconstructions; a latent start needs a file of one",
                            file=path, field="--latent-start")
-    if job.method != "map" or prior is None or resolved_start(job.settings["init"], prior) != "latent":
+    if job.method != "map" or prior is None:
         return None
-    reason = _latent_start_mismatch(job, recon.attrs, recon.source_digest)
+    settings = method_settings(job.method, job.settings)
+    if resolved_start(settings["init"], prior) != "latent":
+        return None
+    reason = _latent_start_mismatch(job, settings, recon.attrs, recon.source_digest)
     if reason is not None:
         warnings.warn(f"{path}: {reason}; the latent start is computed instead", stacklevel=2)
         return None
     return path
 
 
-def _latent_start_mismatch(job: ReconJob, attrs: Mapping[str, Any], source_digest: str | None) -> str | None:
-    """Why a reconstruction file with root ``attrs`` and ``source_digest`` is not the job's latent start, or
-    ``None``."""
+def _latent_start_mismatch(job: ReconJob, settings: Mapping[str, Any], attrs: Mapping[str, Any],
+                           source_digest: str | None) -> str | None:
+    """Why a reconstruction file with root ``attrs`` and ``source_digest`` is not the latent start of the job's
+    ``map`` run with (complete) ``settings``, or ``None``."""
     if source_digest != data_digest(job.measurements):
         return f"it was not made from the data of {job.measurements}"
     method = str(attrs.get("method", ""))
@@ -180,10 +184,10 @@ def _latent_start_mismatch(job: ReconJob, attrs: Mapping[str, Any], source_diges
         return f"it holds a {method or 'unnamed'} reconstruction, not a map_latent one"
     if job.prior is None or attrs.get("prior_sha256") != file_sha256(job.prior):
         return f"it was not made with the prior {job.prior}"
-    settings = {key.removeprefix("settings_"): _literal(value) for key, value in attrs.items()
-                if key.startswith("settings_")}
+    stored = {key.removeprefix("settings_"): _literal(value) for key, value in attrs.items()
+              if key.startswith("settings_")}
     try:
-        return latent_start_mismatch(job.settings, method_settings("map_latent", settings))
+        return latent_start_mismatch(settings, method_settings("map_latent", stored))
     except PAReconError as err:
         return f"its settings are not map_latent settings of this version: {err.message}"
 

@@ -122,8 +122,8 @@ def test_workers_read_their_chunks_of_a_latent_start_file(with_prior, cluster, t
                           attrs={"method": "map_latent", "prior_sha256": file_sha256(prior),
                                  **{f"settings_{k}": str(v) for k, v in latent_settings.items()}},
                           source_digest=data_digest(meas))
-    job = ReconJob(meas, "map", method_settings("map", {"steps": 3, "latent_steps": 3}), prior=prior,
-                   latent_start=str(path))
+    # Settings as a library caller may give them, the others left at their defaults.
+    job = ReconJob(meas, "map", {"steps": 3, "latent_steps": 3}, prior=prior, latent_start=str(path))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a file found unfit would warn and not be read
         local = reconstruct_file(job, batch_size=2)
