@@ -212,7 +212,8 @@ def test_map_takes_a_latent_map_file_as_its_latent_start_with_the_same_result(tr
     ("marginal prior", "it was not made with the prior"),
     ("other data", "it was not made from the data of"),
     ("a tv file", "it holds a tv reconstruction, not a map_latent one"),
-    ("a setting of another version", "its settings are not map_latent settings of this version: unknown settings ['momentum']"),
+    ("a setting of another version",
+     "its settings are not map_latent settings of this version: unknown settings ['momentum']"),
 ])
 def test_a_latent_map_file_made_otherwise_is_not_used_and_the_start_is_computed(trained, latent_start, tmp_path,
                                                                                  capsys, case, reason):
