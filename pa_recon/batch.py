@@ -15,6 +15,7 @@ import hashlib
 import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -241,15 +242,28 @@ def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
 def reconstruct_file(job: ReconJob, batch_size: int, *, scheduler: str = "local",
                      address: str | None = None, n_workers: int | None = None) -> ReconOutput:
     """All scans of ``job.measurements``: maps ``(N, nz, nx)`` and per-scan values ``(N,)``, chunked by
-    ``batch_size``.
+    ``batch_size``; the chunks of :func:`reconstruct_chunks` in scan order."""
+    with closing(reconstruct_chunks(job, batch_size, scheduler=scheduler, address=address,
+                                    n_workers=n_workers)) as parts:
+        return ReconOutput.concatenate([part for _, part in sorted(parts, key=lambda item: item[0])])
+
+
+def reconstruct_chunks(job: ReconJob, batch_size: int, *, scheduler: str = "local", address: str | None = None,
+                       n_workers: int | None = None) -> Iterator[tuple[int, ReconOutput]]:
+    """``(start, output)`` of every chunk of ``batch_size`` scans of ``job.measurements`` as each is done, so that a
+    caller can store them as they come (in scan order here; on dask in the order the chunks finish).
 
     ``scheduler`` "local" runs the chunks here; "distributed" sends them to the dask scheduler at ``address``
     (``HOST:PORT``) or, without one, to a new ``LocalCluster`` of ``n_workers`` processes. Workers use this
     process's torch thread count, so on the same kind of CPU the results equal the local path's bit for bit.
+    Every check of the inputs runs in this call, before any chunk; the cluster starts at the first ``next``, and
+    closing the iterator stops it.
     """
     method_settings(job.method, job.settings)
     if n_workers is not None and n_workers < 1:
         raise PAReconError(f"need at least 1 worker, got {n_workers}", field="--workers")
+    if scheduler not in ("local", "distributed"):
+        raise PAReconError(f"unknown scheduler {scheduler!r} (local or distributed)", field="--scheduler")
     op = file_operator(job.measurements, job.device)
     prior = job_prior(job, op)
     ranges = list(chunks(n_scans(job.measurements), batch_size))
@@ -259,12 +273,8 @@ def reconstruct_file(job: ReconJob, batch_size: int, *, scheduler: str = "local"
                   prior=job.prior if needs_prior(job.method) else None)  # job_prior warned about an unused one
     desc = f"reconstruct {job.method}"
     if scheduler == "local":
-        parts = [reconstruct_chunk(job, a, b) for a, b in tqdm(ranges, desc=desc, unit="chunk")]
-    elif scheduler == "distributed":
-        parts = _on_dask(job, ranges, address, n_workers, desc)
-    else:
-        raise PAReconError(f"unknown scheduler {scheduler!r} (local or distributed)", field="--scheduler")
-    return ReconOutput.concatenate(parts)
+        return ((a, reconstruct_chunk(job, a, b)) for a, b in tqdm(ranges, desc=desc, unit="chunk"))
+    return _on_dask(job, ranges, address, n_workers, desc)
 
 
 def local_cluster(n_workers: int | None) -> LocalCluster:
@@ -274,27 +284,30 @@ def local_cluster(n_workers: int | None) -> LocalCluster:
     every large tensor is mapped and unmapped anew: two such workers spent 40 % of their time in system calls
     during MAP steps and together ran slower than one process. These workers keep glibc's default (a value in the
     environment of this process still reaches them). Workers log a failed chunk with its traceback; the error
-    reaches the user as one line from gather, so their logs are silenced.
+    reaches the user as one line, so their logs are silenced. Without a dashboard the scheduler still serves its
+    HTTP routes (health, metrics), on a free local port: its default, 8787, clashes with a second cluster on the
+    machine and warns.
     """
     import dask
     from dask.distributed import LocalCluster
 
     with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
         return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                            silence_logs=logging.CRITICAL)
+                            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, silence_logs=logging.CRITICAL)
 
 
 def _on_dask(job: ReconJob, ranges: list[tuple[int, int]], address: str | None, n_workers: int | None,
-             desc: str) -> list[ReconOutput]:
+             desc: str) -> Iterator[tuple[int, ReconOutput]]:
     from dask.distributed import Client, as_completed
 
     cluster = None if address else local_cluster(n_workers)
     try:
         with Client(address or cluster, timeout="10s") as client:
-            futures = [client.submit(reconstruct_chunk, job, a, b, pure=False) for a, b in ranges]
-            for _ in tqdm(as_completed(futures), total=len(futures), desc=desc, unit="chunk"):
-                pass
-            return client.gather(futures)
+            starts = {client.submit(reconstruct_chunk, job, a, b, pure=False): a for a, b in ranges}
+            for future, part in tqdm(as_completed(starts, with_results=True), total=len(starts), desc=desc,
+                                     unit="chunk"):
+                # Dropping the future lets the worker free the chunk's result.
+                yield starts.pop(future), part
     except (OSError, TimeoutError) as err:
         raise PAReconError(f"cannot reach the dask scheduler: {err}", field="--address") from None
     finally:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from pa_recon import batch
-from pa_recon.batch import ReconJob, chunks, file_sha256, local_cluster, reconstruct_file
+from pa_recon.batch import ReconJob, chunks, file_sha256, local_cluster, reconstruct_chunks, reconstruct_file
 from pa_recon.data.hdf5io import data_digest, write_measurements, write_reconstructions
 from pa_recon.errors import PAReconError
 from pa_recon.flows.registry import randomize_parameters
@@ -111,6 +111,33 @@ def test_prior_methods_on_a_dask_scheduler_equal_the_local_path(with_prior, clus
     assert local.labels == ({"stop_reason": STOP_REASONS, "start": START_KINDS} if method == "map" else {})
     assert_equal_outputs(reconstruct_file(job, batch_size=2, scheduler="distributed",
                                           address=cluster.scheduler_address), local)
+
+
+def test_chunks_come_with_their_first_scan_in_any_order_on_dask(measurements, cluster):
+    job = ReconJob(measurements, "tv", {"n_iter": 10})
+    local = dict(reconstruct_chunks(job, 2))
+    assert sorted(local) == [0, 2, 4] and [len(part.per_scan["chi2"]) for _, part in sorted(local.items())] == [2, 2, 1]
+    distributed = list(reconstruct_chunks(job, 2, scheduler="distributed", address=cluster.scheduler_address))
+    assert sorted(start for start, _ in distributed) == [0, 2, 4]
+    for start, part in distributed:
+        assert_equal_outputs(part, local[start])
+
+
+def test_the_chunk_iterator_checks_first_and_stops_its_cluster_when_closed(measurements, monkeypatch):
+    from distributed.core import Status
+
+    started = []
+    original = batch.local_cluster
+    monkeypatch.setattr(batch, "local_cluster", lambda n: started.append(original(n)) or started[-1])
+    bad = ReconJob(measurements, "bp", {"lam": 1.0})
+    with pytest.raises(PAReconError, match="reconstruct.bp"):
+        reconstruct_chunks(bad, 2, scheduler="distributed", n_workers=1)
+    parts = reconstruct_chunks(ReconJob(measurements, "bp"), 2, scheduler="distributed", n_workers=1)
+    assert started == []
+    start, part = next(parts)
+    assert start in (0, 2, 4) and len(started) == 1 and started[0].status == Status.running
+    parts.close()
+    assert started[0].status == Status.closed
 
 
 def test_workers_read_their_chunks_of_a_latent_start_file(with_prior, cluster, tmp_path):

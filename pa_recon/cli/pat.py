@@ -6,6 +6,7 @@ import argparse
 import os
 import warnings
 from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
@@ -13,7 +14,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from pa_recon.batch import ReconJob, file_sha256, reconstruct_file
+from pa_recon.batch import ReconJob, file_sha256, reconstruct_chunks
 from pa_recon.checks import check_count, check_number
 from pa_recon.cli.common import (
     add_device_option,
@@ -28,13 +29,14 @@ from pa_recon.cli.common import (
 )
 from pa_recon.data.hdf5io import (
     data_digest,
+    n_scans,
     read_measurements,
     read_phantoms,
     read_reconstructions,
+    reconstruction_writer,
     valid_member_name,
     write_measurements,
     write_phantoms,
-    write_reconstructions,
 )
 from pa_recon.data.ipasc import import_ipasc
 from pa_recon.data.phantoms import downsample
@@ -143,16 +145,22 @@ def cmd_reconstruct(args: argparse.Namespace) -> None:
                    device=str(pick_device(args.device)), seed=args.seed, prior=args.prior,
                    prior_kind=spec.prior_kind, allow_geometry_mismatch=args.allow_geometry_mismatch,
                    compile=args.compile, latent_start=args.latent_start)
-    out = reconstruct_file(job, args.batch_size, scheduler=args.scheduler, address=args.address,
-                           n_workers=args.workers)
-    grid = read_measurements(args.measurements, stop=1).grid
+    # The inputs are checked here, before an output file is begun.
+    parts = reconstruct_chunks(job, args.batch_size, scheduler=args.scheduler, address=args.address,
+                               n_workers=args.workers)
     with_prior = bool(args.prior and needs_prior(spec.method))
     attrs = {"method": args.method, "prior": args.prior if with_prior else "",
              "prior_sha256": file_sha256(args.prior) if with_prior else "",
              **{f"settings_{k}": str(v) for k, v in job.settings.items()}}
-    write_reconstructions(args.out, {name: out.maps["image"]}, grid, Path(args.measurements).name,
-                          maps=_named(name, out.maps), per_scan=_named(name, out.per_scan),
-                          labels=_named(name, out.labels), attrs=attrs, source_digest=data_digest(args.measurements))
+    # Each chunk goes to the file as it is done, so memory holds one chunk whatever the file's length; the file
+    # appears only once every scan is written.
+    with closing(parts), reconstruction_writer(args.out, n_scans(args.measurements),
+                                               read_measurements(args.measurements, stop=1).grid,
+                                               Path(args.measurements).name, attrs=attrs,
+                                               source_digest=data_digest(args.measurements)) as writer:
+        for start, part in parts:
+            writer.put(start, {name: part.maps["image"]}, maps=_named(name, part.maps),
+                       per_scan=_named(name, part.per_scan), labels=_named(name, part.labels))
 
 
 def _named(name: str, values: Mapping[str, T]) -> dict[str, T]:

@@ -137,7 +137,7 @@ def test_a_warning_is_one_line_without_source_code(params_file, tmp_path, capsys
 
 
 def test_a_bad_reconstruction_name_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(pat, "reconstruct_file", lambda *args, **kwargs: pytest.fail("reconstructed"))
+    monkeypatch.setattr(pat, "reconstruct_chunks", lambda *args, **kwargs: pytest.fail("reconstructed"))
     status, err = run_main(["reconstruct", tmp_path / "m.h5", "--method", "bp", "--name", "a/b",
                             "--out", tmp_path / "r.h5"], capsys)
     assert status == 2 and err.startswith("pa-recon: error: --name: 'a/b' cannot name a reconstruction")

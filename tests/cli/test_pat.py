@@ -11,7 +11,9 @@ import torch
 import yaml
 from ipasc_fixture import line_positions, write_pacfish_file
 
+from pa_recon import batch
 from pa_recon.cli import build_parser, main
+from pa_recon.data import hdf5io
 from pa_recon.data.hdf5io import (
     data_digest,
     read_measurements,
@@ -20,6 +22,7 @@ from pa_recon.data.hdf5io import (
     write_measurements,
     write_reconstructions,
 )
+from pa_recon.errors import PAReconError
 from pa_recon.physics import Grid, LinearArray, PATOperator
 from pa_recon.recon import method_settings
 
@@ -122,6 +125,51 @@ def test_reconstruct_rejects_nan_data_and_leaves_no_output(run, tmp_path, capsys
     err = capsys.readouterr().err
     assert "bad.h5" in err and "/measurements/data" in err
     assert not out.exists() and list(tmp_path.iterdir()) == [bad]
+
+
+def _log_chunks_and_writes(monkeypatch, fail_at: int | None = None) -> list:
+    """Record each chunk computed and each chunk written, in order; the chunk starting at ``fail_at`` raises."""
+    events = []
+    compute, put = batch.reconstruct_chunk, hdf5io.ReconstructionWriter.put
+
+    def chunk(job, start, stop):
+        events.append(("chunk", start))
+        if start == fail_at:
+            raise PAReconError("this chunk fails", field="test")
+        return compute(job, start, stop)
+
+    def write(writer, start, *args, **kwargs):
+        events.append(("write", start))
+        return put(writer, start, *args, **kwargs)
+
+    monkeypatch.setattr(batch, "reconstruct_chunk", chunk)
+    monkeypatch.setattr(hdf5io.ReconstructionWriter, "put", write)
+    return events
+
+
+def test_reconstruct_writes_each_chunk_before_computing_the_next(run, tmp_path, monkeypatch):
+    _, files, params = run
+    events = _log_chunks_and_writes(monkeypatch)
+    out = tmp_path / "tv.h5"
+    assert main(["reconstruct", str(files["meas"]), "--method", "tv", "--params", str(params), "--out", str(out),
+                 "--batch-size", "4", "--device", "cpu"]) == 0
+    assert events == [("chunk", 0), ("write", 0), ("chunk", 4), ("write", 4)]
+    ours, theirs = read_reconstructions(out), read_reconstructions(files["tv"])
+    assert ours.attrs == theirs.attrs and ours.per_scan.keys() == theirs.per_scan.keys() == {"tv_chi2"}
+    np.testing.assert_array_equal(ours.images["tv"], theirs.images["tv"])
+    np.testing.assert_array_equal(ours.per_scan["tv_chi2"], theirs.per_scan["tv_chi2"])
+
+
+def test_a_chunk_failing_after_others_were_written_leaves_the_previous_output(run, tmp_path, monkeypatch, capsys):
+    _, files, params = run
+    out = tmp_path / "tv.h5"
+    out.write_bytes(files["bp"].read_bytes())
+    events = _log_chunks_and_writes(monkeypatch, fail_at=4)
+    assert main(["reconstruct", str(files["meas"]), "--method", "tv", "--params", str(params), "--out", str(out),
+                 "--batch-size", "2", "--device", "cpu"]) == 2
+    assert events == [("chunk", 0), ("write", 0), ("chunk", 2), ("write", 2), ("chunk", 4)]
+    assert "test: this chunk fails" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [out] and out.read_bytes() == files["bp"].read_bytes()
 
 
 def test_a_missing_vessel_mask_folder_names_the_params_key_that_gave_it(tmp_path, capsys):

@@ -15,6 +15,7 @@ from pa_recon.data.hdf5io import (
     read_measurements,
     read_phantoms,
     read_reconstructions,
+    reconstruction_writer,
     write_measurements,
     write_phantoms,
     write_reconstructions,
@@ -145,7 +146,7 @@ def test_per_scan_values_round_trip_with_code_labels(tmp_path):
 
 
 @pytest.mark.parametrize(("per_scan", "labels", "field", "match"), [
-    ({"tv_chi2": np.ones(2)}, None, "/per_scan/tv_chi2", "n_scans is 2 here but 3"),
+    ({"tv_chi2": np.ones(2)}, None, "/per_scan/tv_chi2", "has 2 scans here but /reconstructions/map has 3"),
     ({"tv_chi2": np.ones((3, 1))}, None, "/per_scan/tv_chi2", "expected \\[n_scans\\]"),
     ({"tv_chi2": np.array([1.0, np.inf, 1.0])}, None, "/per_scan/tv_chi2", "inf values \\(first at scan 1\\)"),
     ({"tv_chi2": np.array(["a", "b", "c"])}, None, "/per_scan/tv_chi2", "numeric"),
@@ -164,6 +165,81 @@ def test_bad_per_scan_values_are_refused_by_field(tmp_path, per_scan, labels, fi
         write_scan_values(target, per_scan, labels)
     assert err.value.field == field and err.value.file == str(target)
     assert leftovers(tmp_path) == []
+
+
+def _scans(values: dict, start: int, stop: int) -> dict:
+    return {name: stack[start:stop] for name, stack in values.items()}
+
+
+def _chunk_test_file() -> dict:
+    rng = np.random.default_rng(5)
+    return {"images": {"map": rng.random((5, 5, 6)).astype(np.float32)},
+            "maps": {"map_std": rng.random((5, 5, 6)), "map_flag": rng.random((5, 5, 6)) > 0.5},
+            "per_scan": {"map_chi2": rng.random(5), "map_stop_reason": np.array([0, 1, 2, 1, 0])}}
+
+
+def test_a_reconstruction_written_chunk_by_chunk_in_any_order_equals_one_write(tmp_path):
+    values, labels = _chunk_test_file(), {"map_stop_reason": STOP}
+    header = {"attrs": {"method": "map"}, "source_digest": "ab" * 32}
+    whole = read_reconstructions(write_reconstructions(tmp_path / "whole.h5", values["images"], GRID.to_dict(),
+                                                       "scans.h5", maps=values["maps"], per_scan=values["per_scan"],
+                                                       labels=labels, **header))
+    target = tmp_path / "chunks.h5"
+    with reconstruction_writer(target, 5, GRID.to_dict(), "scans.h5", **header) as writer:
+        for start, stop in [(3, 5), (0, 2), (2, 3)]:
+            writer.put(start, _scans(values["images"], start, stop), maps=_scans(values["maps"], start, stop),
+                       per_scan=_scans(values["per_scan"], start, stop), labels=labels)
+            assert not target.exists()
+    chunked = read_reconstructions(target)
+    assert (chunked.attrs, chunked.labels, chunked.source_digest) == (whole.attrs, whole.labels, whole.source_digest)
+    for group in ("images", "maps", "per_scan"):
+        ours, theirs = getattr(chunked, group), getattr(whole, group)
+        assert ours.keys() == theirs.keys() == values[group].keys()
+        for name, stack in theirs.items():
+            np.testing.assert_array_equal(ours[name], stack)
+            np.testing.assert_array_equal(stack, values[group][name])
+            assert ours[name].dtype == stack.dtype == values[group][name].dtype
+    with h5py.File(target) as f, h5py.File(tmp_path / "whole.h5") as g:
+        assert f["maps/map_std"].chunks == g["maps/map_std"].chunks == (1, 5, 6)
+        assert f["per_scan/map_chi2"].compression == g["per_scan/map_chi2"].compression == "gzip"
+    assert leftovers(tmp_path) == ["chunks.h5", "whole.h5"]
+
+
+@pytest.mark.parametrize(("chunks", "field", "match"), [
+    ([(0, 2, {})], "scans", "3 scans not written \\(first: scan 2\\)"),
+    ([(0, 2, {}), (1, 5, {})], "scans", "scan 1 is written twice"),
+    ([(0, 2, {}), (2, 4, {"at": 4})], "scans", "scans \\[4, 6\\) are outside the file's 5 scans"),
+    ([(0, 2, {}), (2, 5, {"maps": {}})], "/", "members"),
+    ([(0, 2, {}), (2, 5, {"images": {"map": np.zeros((3, 5, 6))}})], "/reconstructions/map",
+     "float64 values of shape \\(5, 6\\) per scan here, float32"),
+    ([(0, 2, {}), (2, 5, {"labels": {}})], "/per_scan", "labels {} here"),
+    ([(0, 2, {"per_scan": {"map_chi2": np.ones(3)}})], "/per_scan/map_chi2",
+     "has 3 scans here but /reconstructions/map has 2"),
+    ([(0, 2, {"per_scan": {"map_chi2": np.float64(1.0)}})], "/per_scan/map_chi2", "got a scalar"),
+])
+def test_chunked_writes_that_do_not_make_one_file_are_refused_and_leave_nothing(tmp_path, chunks, field, match):
+    values, target = _chunk_test_file(), tmp_path / "r.h5"
+    with pytest.raises(PAReconError, match=match) as err:
+        with reconstruction_writer(target, 5, GRID.to_dict(), "scans.h5") as writer:
+            for start, stop, change in chunks:
+                parts = {group: _scans(values[group], start, stop) for group in values}
+                parts.update(change)
+                writer.put(change.get("at", start), parts["images"], maps=parts["maps"], per_scan=parts["per_scan"],
+                           labels=change.get("labels", {"map_stop_reason": STOP}))
+    assert err.value.field == field and err.value.file == str(target)
+    assert leftovers(tmp_path) == []
+
+
+def test_an_error_of_the_callers_block_passes_unchanged_and_leaves_nothing(tmp_path):
+    values, target = _chunk_test_file(), tmp_path / "r.h5"
+    write_phantoms(target, np.ones((2, 5, 6)), GRID.to_dict())
+    for error in (PAReconError("bad scan", file="scans.h5", field="/measurements/data"), KeyboardInterrupt()):
+        with pytest.raises(type(error)) as raised:
+            with reconstruction_writer(target, 5, GRID.to_dict(), "scans.h5") as writer:
+                writer.put(0, _scans(values["images"], 0, 5))
+                raise error
+        assert raised.value is error
+        assert leftovers(tmp_path) == ["r.h5"] and file_kind(target) == "phantoms"
 
 
 def test_reader_checks_codes_and_labels_of_per_scan_values(tmp_path):
