@@ -163,10 +163,12 @@ def calibration_bins(mean: ArrayLike, std: ArrayLike, truth: ArrayLike, n_bins: 
     var, err2 = (s**2 * (1 + 1 / n)).reshape(len(s), -1), ((m - t) ** 2).reshape(len(s), -1)
     order = np.argsort(var, axis=1, kind="stable")
     var, err2 = np.take_along_axis(var, order, 1), np.take_along_axis(err2, order, 1)
-    bins = np.array_split(np.arange(n_pixels), n_bins)
+    # Slices, not index arrays: an index array gives a column-major copy, whose row means then depend on the
+    # other images of the batch in their last bits.
+    bins = [slice(b[0], b[-1] + 1) for b in np.array_split(np.arange(n_pixels), n_bins)]
     rmv = np.stack([np.sqrt(var[:, b].mean(1)) for b in bins], axis=1)
     rmse = np.stack([np.sqrt(err2[:, b].mean(1)) for b in bins], axis=1)
-    count = np.broadcast_to(np.array([len(b) for b in bins], dtype=np.float64), rmv.shape).copy()
+    count = np.broadcast_to(np.array([b.stop - b.start for b in bins], dtype=np.float64), rmv.shape).copy()
     return rmv, rmse, count
 
 

@@ -1,4 +1,5 @@
-"""PSNR, SSIM and relative error: analytic values, scikit-image agreement, shapes and bad inputs."""
+"""PSNR, SSIM and relative error: analytic values, scikit-image agreement, shapes and bad inputs; every per-image
+metric of a batch equal to that of each image alone."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from pa_recon.errors import PAReconError
-from pa_recon.metrics import psnr, relative_error, ssim
+from pa_recon.metrics import (
+    calibration_bins,
+    calibration_error,
+    flag_auroc,
+    interval_coverage,
+    psnr,
+    relative_error,
+    ssim,
+)
 
 
 @pytest.fixture
@@ -114,3 +123,23 @@ def test_undefined_cases_raise_user_errors(images):
         ssim(x[:, :10], ref[:, :10])
     with pytest.raises(PAReconError, match="all zeros"):
         relative_error(x, np.zeros_like(ref))
+
+
+@pytest.mark.parametrize("metric", [
+    lambda m, s, t: psnr(m, t, data_range=1.0),
+    lambda m, s, t: ssim(m, t, data_range=1.0),
+    lambda m, s, t: relative_error(m, t),
+    lambda m, s, t: calibration_error(m, s, t, n_samples=8),
+    lambda m, s, t: np.concatenate(calibration_bins(m, s, t), axis=1),
+    lambda m, s, t: interval_coverage(m, s, t, 0.95, n_samples=8),
+    lambda m, s, t: flag_auroc(s, m, t),
+])
+def test_an_images_value_does_not_depend_on_the_others_of_its_batch(metric):
+    # Bit for bit: an evaluation that reads a file a chunk of scans at a time gives each scan the value of the
+    # whole stack.
+    rng = np.random.default_rng(4)
+    truth = rng.random((5, 32, 32))
+    mean, std = truth + 0.2 * rng.normal(size=truth.shape), 0.05 + 0.2 * rng.random(truth.shape)
+    batch = metric(mean, std, truth)
+    alone = np.concatenate([metric(mean[i:i + 1], std[i:i + 1], truth[i:i + 1]) for i in range(5)])
+    np.testing.assert_array_equal(batch, alone)

@@ -41,11 +41,11 @@ from pa_recon.data.hdf5io import (
 from pa_recon.data.ipasc import import_ipasc
 from pa_recon.data.phantoms import downsample
 from pa_recon.errors import PAReconError
+from pa_recon.evaluation import evaluate_files
 from pa_recon.physics import Grid, LinearArray, MeasurementSimulator, estimate_noise_sigma
 from pa_recon.recon import METHODS, method_names, method_settings, needs_prior, parse_method
 from pa_recon.report import (
     add_paired_gains,
-    per_scan_metrics,
     read_metrics_json,
     results_table,
     save_panel,
@@ -172,62 +172,32 @@ def _named(name: str, values: Mapping[str, T]) -> dict[str, T]:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """Metrics JSON, per-scan CSVs and PNG panels of reconstructions against the measurement file's truth.
 
-    Every input is read and checked and every metric computed before the first output is written, and the metrics
-    JSON (the file that marks an evaluation as done) is written last.
+    Every input is read and checked and every metric computed (a chunk of scans at a time, see
+    :func:`~pa_recon.evaluation.evaluate_files`) before the first output is written, and the metrics JSON (the file
+    that marks an evaluation as done) is written last.
     """
     if args.n_figures < 0:
         raise PAReconError(f"must be >= 0, got {args.n_figures}", field="--n-figures")
     for flag in ("plots", "figures"):
         if getattr(args, flag) and Path(getattr(args, flag)) == Path(args.metrics):
             raise PAReconError(f"is also the --{flag} folder", file=args.metrics, field="--metrics")
-    meas = read_measurements(args.measurements)
-    if meas.p0 is None:
-        raise PAReconError("no ground truth to evaluate against", file=args.measurements, field="/ground_truth/p0")
-    digest = data_digest(args.measurements)
-    images: dict[str, np.ndarray] = {}
-    sources: dict[str, str] = {}
-    maps: dict[str, np.ndarray] = {}
-    scan_values: dict[str, np.ndarray] = {}
-    labels: dict[str, tuple[str, ...]] = {}
-    for path in args.reconstructions:
-        recon = read_reconstructions(path)
-        if recon.grid != meas.grid:
-            raise PAReconError(f"grid {recon.grid} differs from the measurement file's {meas.grid}: a reconstruction "
-                               "of other data", file=path, field="/grid")
-        if recon.source_digest is None:
-            warnings.warn(f"{path} does not record which data it reconstructs (written by an older pa-recon); "
-                          f"it is taken to be of {args.measurements}", stacklevel=1)
-        elif recon.source_digest != digest:
-            raise PAReconError(f"reconstructs other data than {args.measurements} (of {recon.source_measurements!r}, "
-                               "whose data digest differs): evaluate each reconstruction against its own "
-                               "measurement file", file=path, field="/@source_data_sha256")
-        for method, stack in recon.images.items():
-            if method in sources:
-                raise PAReconError(f"a second reconstruction named {method!r}, after the one in {sources[method]}; "
-                                   "give each its own name (reconstruct --name)", file=path,
-                                   field=f"/reconstructions/{method}")
-            if stack.shape != meas.p0.shape:
-                raise PAReconError(f"shape {stack.shape} does not match the truth {meas.p0.shape}", file=path,
-                                   field=f"/reconstructions/{method}")
-            images[method], sources[method] = stack, path
-        maps.update(recon.maps)
-        scan_values.update(recon.per_scan)
-        labels.update(recon.labels)
-    groups = (np.array([f"snr{v:g}dB" for v in meas.snr_db]) if meas.snr_db is not None
-              else np.full(meas.p0.shape[0], "all"))
-    per_scan = per_scan_metrics(meas.p0, images, maps, scan_values, labels)
+    evaluation = evaluate_files(args.measurements, args.reconstructions, progress=True)
+    per_scan, groups = evaluation.per_scan, evaluation.groups
     if args.ranking:
         add_paired_gains(per_scan, args.ranking)
     summary = summarise(per_scan, groups)
     if args.figures:
         figures = Path(args.figures)
         figures.mkdir(parents=True, exist_ok=True)
-        grid = Grid.from_dict(meas.grid)
-        extent = (grid.x()[0] * 1e3, grid.x()[-1] * 1e3, grid.nz * grid.dx * 1e3, 0.0)
         for i in np.linspace(0, len(groups) - 1, min(args.n_figures, len(groups))).astype(int):
-            scores = ", ".join(f"{m} {per_scan[m]['psnr'][i]:.1f} dB" for m in images)
-            shown = {name: m[i] for name, m in maps.items() if name.endswith(("_std", "_flags"))}
-            save_panel(figures / f"scan{i:04d}.png", meas.p0[i], meas.data[i], {m: s[i] for m, s in images.items()},
+            meas = read_measurements(args.measurements, start=i, stop=i + 1)
+            recons = [read_reconstructions(path, start=i, stop=i + 1) for path in args.reconstructions]
+            grid = Grid.from_dict(meas.grid)
+            extent = (grid.x()[0] * 1e3, grid.x()[-1] * 1e3, grid.nz * grid.dx * 1e3, 0.0)
+            scores = ", ".join(f"{m} {per_scan[m]['psnr'][i]:.1f} dB" for m in evaluation.sources)
+            shown = {name: m[0] for r in recons for name, m in r.maps.items() if name.endswith(("_std", "_flags"))}
+            save_panel(figures / f"scan{i:04d}.png", meas.p0[0], meas.data[0],
+                       {m: s[0] for r in recons for m, s in r.images.items()},
                        f"scan {i} ({groups[i]}): PSNR {scores}", extent, shown)
     if args.plots:
         plots = Path(args.plots)

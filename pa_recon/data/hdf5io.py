@@ -144,7 +144,8 @@ def write_reconstructions(path: FilePath, images: Mapping[str, np.ndarray], grid
     ``name`` (stored as its ``labels`` attribute). ``source_digest``: the source's :func:`data_digest`, which
     lets a reader tell those data apart from any others of the same shape. :func:`reconstruction_writer` writes
     the same file chunk by chunk."""
-    n = next((int(np.shape(stack)[0]) for stack in images.values() if np.ndim(stack)), 0)
+    n = next((int(np.shape(stack)[0]) for members in (images, maps or {}, per_scan or {})
+              for stack in members.values() if np.ndim(stack)), 0)
     with reconstruction_writer(path, n, grid, source_measurements, attrs=attrs,
                                source_digest=source_digest) as writer:
         writer.put(0, images, maps=maps, per_scan=per_scan, labels=labels)

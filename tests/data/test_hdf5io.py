@@ -93,6 +93,13 @@ def test_reconstructions_round_trip(tmp_path):
                                   images["backprojection"][1:])
 
 
+def test_maps_without_an_image_are_refused_for_the_missing_image(tmp_path):
+    with pytest.raises(PAReconError, match="at least one dataset is required") as err:
+        write_reconstructions(tmp_path / "r.h5", {}, GRID.to_dict(), "scans.h5",
+                              maps={"posterior_std": np.ones((2, 5, 6))}, per_scan={"posterior_chi2": np.ones(2)})
+    assert err.value.field == "/reconstructions/*" and list(tmp_path.iterdir()) == []
+
+
 def test_reconstructions_keep_the_digest_of_their_source(tmp_path):
     path = write_reconstructions(tmp_path / "r.h5", {"bp": np.zeros((2, 5, 6))}, GRID.to_dict(), "scans.h5",
                                  source_digest="ab" * 32)
