@@ -45,7 +45,7 @@ def evaluate_files(measurements: FilePath, reconstructions: Sequence[FilePath], 
     digest = data_digest(measurements)
     sources: dict[str, str] = {}
     for path in reconstructions:
-        recon = read_reconstructions(path, stop=1)
+        recon, recon_scans = read_reconstructions(path, stop=1), n_scans(path)
         if recon.grid != first.grid:
             raise PAReconError(f"grid {recon.grid} differs from the measurement file's {first.grid}: a "
                                "reconstruction of other data", file=path, field="/grid")
@@ -61,7 +61,7 @@ def evaluate_files(measurements: FilePath, reconstructions: Sequence[FilePath], 
                 raise PAReconError(f"a second reconstruction named {method!r}, after the one in {sources[method]}; "
                                    "give each its own name (reconstruct --name)", file=path,
                                    field=f"/reconstructions/{method}")
-            shape = (n_scans(path), *stack.shape[1:])
+            shape = (recon_scans, *stack.shape[1:])
             if shape != truth_shape:
                 raise PAReconError(f"shape {shape} does not match the truth {truth_shape}", file=path,
                                    field=f"/reconstructions/{method}")
