@@ -2,7 +2,8 @@
 
 Writers only ever leave a valid file behind: they write a hidden temporary file next to the target, validate it
 against the layout and rename it over the target; on any error the temporary file is removed and the target is
-untouched. :func:`reconstruction_writer` fills such a file a chunk of scans at a time. Readers validate the file's structure, load the requested scans and check their values.
+untouched. :func:`reconstruction_writer` fills such a file a chunk of scans at a time. Readers validate the file's
+structure, load the requested scans and check their values.
 
 Geometry travels as plain dicts: the grid as ``{nx, nz, dx}`` (``Grid.to_dict()``) and the array as
 ``LinearArray.to_dict()`` (``element_x`` an array in metres; ``center_frequency`` 0 for an ideal sensor).
